@@ -1,0 +1,21 @@
+"""PatchCore on BTAD (products 01, 02, 03): WRN50-2 layer2+3, 256 -> 224, 10 % coreset, 1-NN.
+
+Convert torchvision's IMAGENET1K_V1 weights once, then run:
+
+    python -m jad.convert --src wide_resnet50_2-95faca4d.pth --out weights/wrn50_v1
+    python -m jad.train --config=configs/patchcore_btad.py --workdir=runs/patchcore_btad \
+        --config.data.root=/path/to/btad --config.backbone.weights=weights/wrn50_v1
+
+Add `--config.backbone.replay_load_bn_update=True --config.data.mask_mode=bilinear_eq1` to
+reproduce the official code's numerics exactly (its load-time BatchNorm update and mask path).
+One category: `--config.data.categories=<name>`.
+"""
+
+from jad.config_base import patchcore
+
+
+def get_config(arg=None):
+    c = patchcore("btad")
+    c.data.root = ""  # required: --config.data.root=/path/to/btad
+    c.backbone.weights = ""  # required: a folder written by python -m jad.convert
+    return c

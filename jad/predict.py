@@ -1,0 +1,153 @@
+"""Score new images with a trained workdir.
+
+    python -m jad.predict --workdir=runs/patchcore_synthetic --images='path/to/dir_or_glob' [--category=c]
+
+Writes ``<out>/predictions.json`` (per image: path, image score, heatmap file) and one PNG per image:
+image | heatmap | overlay, plus the ground-truth mask when the image sits in an MVTec-style tree
+(``.../test/<defect>/<stem>.png`` with ``.../ground_truth/<defect>/<stem>_mask.png``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+from absl import flags
+
+from jad.train_lib import cli
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A folder written by jad.train.", required=True)
+_IMAGES = flags.DEFINE_string(
+    "images", None, "An image folder (searched recursively) or a glob.", required=True
+)
+_CATEGORY = flags.DEFINE_string(
+    "category", None, "Which category's model to use (needed if the workdir has several)."
+)
+_OUT = flags.DEFINE_string("out", None, "Output folder (default: <workdir>/predict/<category>).")
+_BATCH = flags.DEFINE_integer("batch_size", 8, "Images per batch.")
+
+
+def find_images(spec: str) -> list[str]:
+    from jad.train_lib.errors import UserError
+
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        files = [
+            str(f)
+            for f in sorted(p.rglob("*"))
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+        ]
+    elif p.is_file():
+        files = [str(p)]
+    else:
+        files = sorted(
+            f
+            for f in glob.glob(os.path.expanduser(spec), recursive=True)
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
+    if not files:
+        raise UserError(
+            f"no images found at '{spec}' (give a folder, a file or a glob; extensions: {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return files
+
+
+def mvtec_mask_for(image_path: str) -> str | None:
+    """``<root>/test/<defect>/<stem>.<ext>`` -> ``<root>/ground_truth/<defect>/<stem>_mask.png`` if it exists."""
+    p = Path(image_path)
+    if len(p.parts) < 3 or p.parent.parent.name != "test":
+        return None
+    gt = p.parent.parent.parent / "ground_truth" / p.parent.name
+    for name in (f"{p.stem}_mask.png", f"{p.stem}.png", f"{p.stem}_mask.bmp", f"{p.stem}.bmp"):
+        if (gt / name).is_file():
+            return str(gt / name)
+    return None
+
+
+def pick_category(workdir: Path, requested: str | None) -> str:
+    from jad.train_lib import checkpoint
+    from jad.train_lib.errors import UserError
+
+    found = sorted(
+        p.parent.name for p in workdir.glob("*/checkpoint") if checkpoint.latest_step(p) is not None
+    )
+    if not found:
+        raise UserError(
+            f"no trained model under {workdir} (run jad.train with --workdir={workdir} first)"
+        )
+    if requested:
+        if requested not in found:
+            raise UserError(
+                f"no model for category '{requested}' in {workdir}; found: {', '.join(found)}"
+            )
+        return requested
+    if len(found) > 1:
+        raise UserError(
+            f"{workdir} holds models for several categories ({', '.join(found)}); pass --category"
+        )
+    return found[0]
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    import ml_collections
+
+    from jad import data as jdata
+    from jad.methods.common import build_method
+    from jad.train_lib import checkpoint, heatmaps, runner
+    from jad.train_lib.errors import UserError
+    from jad.train_lib.progress import Progress
+
+    workdir = Path(_WORKDIR.value)
+    if not workdir.is_dir():
+        raise UserError(f"workdir {workdir} does not exist (train first with python -m jad.train)")
+    category = pick_category(workdir, _CATEGORY.value)
+    files = find_images(_IMAGES.value)
+    state, meta = checkpoint.restore(workdir / category / "checkpoint")
+    config = ml_collections.ConfigDict(meta["config"])
+    method = build_method(config)
+    pre = runner.preprocess(config)
+    out_dir = Path(_OUT.value) if _OUT.value else workdir / "predict" / category
+    scores: list[float] = []
+    maps: list[np.ndarray] = []
+    shown: list[np.ndarray] = []
+    with Progress("predict", len(files), unit="img") as bar:
+        for i in range(0, len(files), _BATCH.value):
+            chunk = files[i : i + _BATCH.value]
+            images = np.stack([jdata.preprocess_image(f, pre) for f in chunk])
+            pred = method.predict(state, images)
+            scores.extend(float(s) for s in pred.image_scores)
+            maps.extend(pred.anomaly_maps)
+            shown.extend(heatmaps.denormalize(x) for x in images)
+            bar.update(len(chunk))
+    vmin, vmax = heatmaps.colour_range(np.stack(maps))
+    records = []
+    for j, (f, s, m, img) in enumerate(zip(files, scores, maps, shown, strict=True)):
+        mask_path = mvtec_mask_for(f)
+        mask = jdata.preprocess_mask(mask_path, pre) if mask_path else None
+        png = heatmaps.save_png(
+            heatmaps.panel(img, m, vmin=vmin, vmax=vmax, mask=mask),
+            out_dir / heatmaps.heatmap_name(f, j),
+        )
+        records.append({"path": f, "image_score": s, "heatmap": str(png), "mask": mask_path})
+    runner.write_json(
+        {
+            "workdir": str(workdir),
+            "category": category,
+            "colour_scale": [vmin, vmax],
+            "predictions": records,
+        },
+        out_dir / "predictions.json",
+    )
+    for r in records:
+        print(f"{r['image_score']:12.5f}  {r['path']}")
+    print(f"\n{len(records)} images scored; heatmaps and predictions.json in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main, needs_config=False)

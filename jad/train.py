@@ -1,0 +1,43 @@
+"""Fit a method and evaluate it: ``python -m jad.train --config=configs/<method>_<data>.py --workdir=DIR``.
+
+For PatchCore "train" = build the memory bank. Overrides: ``--config.data.categories=bottle,cable``,
+``--config.backbone.weights=weights/wrn50_v1``, any ``--config.a.b=value``. Writes a checkpoint per
+category, heatmaps, ``metrics.{json,csv}`` and ``results.json`` under the workdir.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import flags
+from ml_collections import config_flags
+
+from jad.train_lib import cli
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/patchcore_synthetic.py.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config name>).")
+_QUIET = flags.DEFINE_bool("quiet", False, "No progress bars.")
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    from jad.train_lib import runner
+
+    config = _CONFIG.value
+    workdir = Path(
+        _WORKDIR.value or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem
+    )
+    results = runner.train_and_evaluate(config, workdir, progress=not _QUIET.value)
+    print(runner.format_table(results["metrics"]))
+    t = results["timings"]
+    print(f"\nresults: {workdir / 'results.json'}  (total {t['total_s']:.1f} s)")
+    for cat, d in results["details"].items():
+        if "heatmaps" in d:
+            print(f"heatmaps [{cat}]: {d['heatmaps']}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main, needs_config=True)

@@ -1,0 +1,112 @@
+"""absl + ml_collections plumbing shared by ``jad.train``, ``jad.evaluate`` and ``jad.predict``.
+
+ml_collections' config flags die with a traceback on an unknown key (``--config.zzz=3`` raises
+AttributeError deep in flag parsing); these helpers turn that and every other user mistake into
+one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+from absl import app, flags
+
+from jad.train_lib.errors import UserError, user_error_types
+
+_OVERRIDE = re.compile(r"^--?config\.([A-Za-z0-9_.]+)(=.*)?$")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _config_file_from_argv(argv: Sequence[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _unknown_key_message(argv: Sequence[str], config_path: str | None) -> str | None:
+    """Find the first ``--config.a.b`` override whose key the config file does not define."""
+    if not config_path:
+        return None
+    try:
+        from ml_collections import config_flags
+
+        path, _, arg = config_path.partition(":")
+        cfg = config_flags.config_flags._LoadConfigModule("config", path).get_config(
+            *([arg] if arg else [])
+        )
+    except Exception:  # noqa: BLE001 - only used to improve the message
+        return None
+    for a in argv:
+        m = _OVERRIDE.match(a)
+        if not m:
+            continue
+        node = cfg
+        parts = m.group(1).split(".")
+        for depth, part in enumerate(parts):
+            keys = list(node.keys()) if hasattr(node, "keys") else []
+            if part not in keys:
+                where = ".".join(parts[:depth]) or "the top level"
+                return (
+                    f"unknown config key '{m.group(1)}' in {os.path.basename(path)}; "
+                    f"keys at {where}: {', '.join(sorted(keys))}"
+                )
+            node = node[part]
+    return None
+
+
+def make_flags_parser(*, needs_config: bool) -> Callable[[list[str]], list[str]]:
+    """absl ``flags_parser`` that reports bad flags/configs in one line (exit 2)."""
+
+    def parse(argv: list[str]) -> list[str]:
+        config_path = _config_file_from_argv(argv)
+        if needs_config:
+            if config_path is None:
+                fail("missing --config=configs/<method>_<dataset>.py (see README)")
+            file_part = config_path.partition(":")[0]
+            if not os.path.isfile(file_part):
+                fail(f"config file '{file_part}' does not exist (configs live in configs/)")
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            fail(str(e))
+        except (AttributeError, KeyError) as e:
+            msg = _unknown_key_message(argv, config_path)
+            fail(msg or f"bad --config override: {e}")
+        except Exception as e:  # noqa: BLE001 - config files are user code
+            fail(f"could not load config '{config_path}': {type(e).__name__}: {e}")
+        return argv  # unreachable
+
+    return parse
+
+
+def run(main: Callable[[list[str]], int | None], *, needs_config: bool) -> None:
+    """``absl.app.run`` with one-line user errors and quiet third-party logging."""
+
+    def wrapped(argv: list[str]) -> None:
+        from absl import logging as absl_logging
+
+        # Orbax and friends log every save step through absl at INFO; keep the console readable.
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        for noisy in ("orbax", "jax._src", "tensorflow_datasets", "grain"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        try:
+            code = main(argv)
+        except user_error_types() as e:
+            fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        except UserError as e:  # pragma: no cover - included above, kept for clarity
+            fail(str(e))
+        sys.exit(int(code or 0))
+
+    app.run(wrapped, flags_parser=make_flags_parser(needs_config=needs_config))

@@ -1,0 +1,100 @@
+"""Heatmap panels: image | heatmap | overlay (| ground-truth mask), written as PNG."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+# A perceptually ordered dark-blue -> cyan -> yellow -> red ramp (anchor colours, interpolated).
+_ANCHORS = np.array(
+    [
+        [0.0, 0, 0, 80],
+        [0.25, 0, 90, 200],
+        [0.5, 40, 200, 200],
+        [0.75, 250, 220, 40],
+        [1.0, 200, 0, 0],
+    ],
+    np.float32,
+)
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """values in [0, 1], any shape -> uint8 RGB [..., 3]."""
+    v = np.clip(np.asarray(values, np.float32), 0.0, 1.0)
+    out = np.stack([np.interp(v, _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)], axis=-1)
+    return out.round().astype(np.uint8)
+
+
+def denormalize(image: np.ndarray) -> np.ndarray:
+    """ImageNet-normalised float32 [H, W, 3] -> uint8 RGB."""
+    x = np.asarray(image, np.float32) * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def colour_range(maps: np.ndarray) -> tuple[float, float]:
+    """One colour scale for a set of maps: their 1st to 99.9th percentile.
+
+    A shared scale keeps good images dark; percentiles stop one extreme image from washing out
+    every other panel.
+    """
+    lo, hi = np.percentile(np.asarray(maps, np.float32), [1.0, 99.9])
+    return float(lo), float(max(hi, lo + 1e-12))
+
+
+def panel(
+    image_uint8: np.ndarray,
+    amap: np.ndarray,
+    *,
+    vmin: float,
+    vmax: float,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """uint8 [H, W*k, 3]: image | heatmap | overlay | (mask). The colour scale is [vmin, vmax]."""
+    scale = max(float(vmax) - float(vmin), 1e-12)
+    heat = colormap((np.asarray(amap, np.float32) - vmin) / scale)
+    overlay = (
+        (0.55 * image_uint8.astype(np.float32) + 0.45 * heat.astype(np.float32))
+        .round()
+        .astype(np.uint8)
+    )
+    parts = [image_uint8, heat, overlay]
+    if mask is not None:
+        m = (np.asarray(mask) != 0).astype(np.uint8) * 255
+        parts.append(np.repeat(m[..., None], 3, axis=-1))
+    gap = np.full((image_uint8.shape[0], 4, 3), 255, np.uint8)
+    out = []
+    for i, p in enumerate(parts):
+        if i:
+            out.append(gap)
+        out.append(p)
+    return np.concatenate(out, axis=1)
+
+
+def save_png(array: np.ndarray, path: Path) -> Path:
+    """Atomic PNG write (temp file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def heatmap_name(image_path: str, index: int) -> str:
+    """A readable unique PNG name from the image's path: ``<defect>_<stem>.png``."""
+    p = Path(str(image_path))
+    parent = p.parent.name or "img"
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{parent}_{p.stem}")
+    return f"{index:04d}_{stem}.png"

@@ -1,0 +1,418 @@
+"""The loop behind the CLIs: per category fit -> checkpoint -> evaluate -> results.
+
+Method-agnostic: it only uses the protocol in ``jad.methods.common`` and the loaders of
+``jad.data``. Layout of a workdir::
+
+    <workdir>/config.json                 the run config
+    <workdir>/results.json                metrics per category + mean, timings, provenance
+    <workdir>/metrics.{json,csv}          the metrics table
+    <workdir>/<category>/checkpoint/0/    Orbax: {state, meta}
+    <workdir>/<category>/heatmaps/*.png   image | heatmap | overlay | mask
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from jad.methods.common import FitContext, Method, build_method
+from jad.train_lib import checkpoint, heatmaps
+from jad.train_lib.errors import UserError
+from jad.train_lib.progress import Progress
+
+METRIC_KEYS = (
+    "image_auroc",
+    "pixel_auroc",
+    "aupro",
+    "image_f1_max",
+    "pixel_f1_max",
+    "image_ap",
+    "pixel_ap",
+)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return json.loads(json.dumps(d, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+def fit_signature(config) -> dict[str, Any]:
+    """The part of the config that determines a fitted state (everything but evaluation/IO knobs)."""
+    d = config_to_dict(config)
+    d.pop("eval", None)
+    data = dict(d.get("data", {}))
+    for k in ("batch_size", "categories", "data_dir", "use_tfds", "num_workers"):
+        data.pop(k, None)
+    d["data"] = data
+    return d
+
+
+def dataset_root(config) -> Path:
+    """``config.data.root``; for the synthetic dataset an empty root means the generated default."""
+    name = str(config.data.name)
+    root = str(config.data.get("root", "") or "")
+    if name == "synthetic" and not root:
+        from jad.data import synthetic
+
+        default = Path(os.environ.get("JAD_DATA_DIR", Path.home() / ".cache" / "jad")) / "synthetic"
+        return Path(
+            synthetic.ensure(
+                default / f"seed{int(config.data.get('synthetic_seed', 0))}",
+                seed=int(config.data.get("synthetic_seed", 0)),
+            )
+        )
+    if not root:
+        raise UserError(
+            f"config.data.root is empty: point it at your {name} folder (--config.data.root=/path)"
+        )
+    return Path(root).expanduser()
+
+
+def resolve_categories(config, root: Path) -> list[str]:
+    from jad import data as jdata
+
+    spec = str(config.data.categories).strip()
+    available = jdata.list_categories(str(config.data.name), str(root))
+    if spec in ("", "all"):
+        return list(available)
+    wanted = [c.strip() for c in spec.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in available]
+    if unknown:
+        raise UserError(
+            f"unknown category '{unknown[0]}' for dataset {config.data.name} at {root}; "
+            f"available: {', '.join(available)}"
+        )
+    return wanted
+
+
+def preprocess(config):
+    from jad.data import Preprocess
+
+    return Preprocess(
+        resize=int(config.data.resize),
+        crop=int(config.data.crop),
+        mask_mode=str(config.data.mask_mode),
+    )
+
+
+def make_loader(config, root: Path, category: str, split: str):
+    from jad import data as jdata
+
+    kwargs = {}
+    if config.data.get("data_dir"):
+        kwargs["data_dir"] = str(config.data.data_dir)
+    if "use_tfds" in config.data:
+        kwargs["use_tfds"] = bool(config.data.use_tfds)
+    return jdata.load(
+        str(config.data.name),
+        str(root),
+        category,
+        split,
+        pre=preprocess(config),
+        batch_size=int(config.data.batch_size),
+        shuffle=False,
+        seed=int(config.seed),
+        **kwargs,
+    )
+
+
+def category_key(seed: int, category: str) -> jax.Array:
+    """Per-category PRNG key: independent of which other categories are in the run."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(category.encode()) & 0x7FFFFFFF)
+
+
+def write_json(obj: Any, path: Path) -> Path:
+    """Atomic JSON write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def weights_provenance(config) -> dict[str, Any]:
+    from jad.models.pretrained import weights_info
+
+    info = dict(weights_info(str(config.backbone.weights), str(config.backbone.arch)))
+    info["replay_load_bn_update"] = bool(config.backbone.get("replay_load_bn_update", False))
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Fit and evaluate one category
+# ---------------------------------------------------------------------------------------------
+
+
+def fit_or_restore(
+    method: Method, config, root: Path, category: str, workdir: Path, *, progress: bool = True
+):
+    """Fit ``method`` on ``category`` and checkpoint it, or restore a checkpoint made with the same config."""
+    ckpt_dir = workdir / category / "checkpoint"
+    signature = fit_signature(config)
+    if checkpoint.latest_step(ckpt_dir) is not None:
+        state, meta = checkpoint.restore(ckpt_dir)
+        if meta.get("fit_signature") != signature:
+            raise UserError(
+                f"{ckpt_dir} holds a model fitted with a different config; use a new --workdir "
+                f"(nothing was overwritten)"
+            )
+        log(f"[{category}] restored fitted state from {ckpt_dir}")
+        return state, meta["fit_info"]
+    train = make_loader(config, root, category, "train")
+    log(f"[{category}] fit on {train.num_examples} training images")
+    result = method.fit(
+        train,
+        key=category_key(int(config.seed), category),
+        ctx=FitContext(workdir / category, progress),
+    )
+    meta = {
+        "method": method.name,
+        "category": category,
+        "config": config_to_dict(config),
+        "fit_signature": signature,
+        "fit_info": result.info,
+        "backbone": weights_provenance(config),
+        "jad_version": _version(),
+    }
+    checkpoint.save(ckpt_dir, result.state, meta)
+    return result.state, result.info
+
+
+def evaluate_category(
+    method: Method,
+    state: dict,
+    config,
+    root: Path,
+    category: str,
+    *,
+    heatmap_dir: Path | None,
+    progress: bool = True,
+) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """Score the test split; returns (metrics, timings, extra) for one category."""
+    from jad import metrics as jm
+
+    test = make_loader(config, root, category, "test")
+    n = int(test.num_examples)
+    crop = int(config.data.crop)
+    scores = np.zeros((n,), np.float32)
+    labels = np.zeros((n,), np.int32)
+    maps = np.zeros((n, crop, crop), np.float32)
+    masks = np.zeros((n, crop, crop), np.uint8)
+    paths: list[str] = []
+    want_heatmaps = heatmap_dir is not None and int(config.eval.get("num_heatmaps", -1)) != 0
+    limit = int(config.eval.get("num_heatmaps", -1))
+    shown: list[np.ndarray] = []
+    i = 0
+    t0 = time.perf_counter()
+    with Progress("score", len(test), unit="batch", enabled=progress) as bar:
+        for batch in test:
+            b = batch["image"].shape[0]
+            pred = method.predict(state, batch["image"])
+            scores[i : i + b] = pred.image_scores
+            maps[i : i + b] = pred.anomaly_maps
+            masks[i : i + b] = batch["mask"] != 0
+            labels[i : i + b] = batch["label"]
+            paths.extend(str(p) for p in batch["path"])
+            if want_heatmaps and (limit < 0 or len(shown) < limit):
+                for img in batch["image"][: (b if limit < 0 else limit - len(shown))]:
+                    shown.append(heatmaps.denormalize(img))
+            i += b
+            bar.update(1)
+    t_test = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    has_masks = bool(masks.any())
+    result = jm.evaluate_category(
+        labels,
+        scores,
+        masks if has_masks else None,
+        maps if has_masks else None,
+        limit=float(config.eval.get("aupro_limit", 0.3)),
+    )
+    t_metrics = time.perf_counter() - t1
+    metrics = {k: (None if result.get(k) is None else float(result[k])) for k in METRIC_KEYS}
+    extra: dict[str, Any] = {"num_test_images": n, "num_anomalous": int(labels.sum())}
+    if want_heatmaps and shown:
+        vmin, vmax = heatmaps.colour_range(maps)
+        for j, img in enumerate(shown):
+            heatmaps.save_png(
+                heatmaps.panel(img, maps[j], vmin=vmin, vmax=vmax, mask=masks[j]),
+                heatmap_dir / heatmaps.heatmap_name(paths[j], j),
+            )
+        extra["heatmaps"] = str(heatmap_dir)
+    extra["image_scores"] = {p: float(s) for p, s in zip(paths, scores, strict=True)}
+    timings = {
+        "test_s": t_test,
+        "test_images_per_s": n / t_test if t_test > 0 else float("nan"),
+        "metrics_s": t_metrics,
+    }
+    return metrics, timings, extra
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole runs
+# ---------------------------------------------------------------------------------------------
+
+
+def _version() -> str:
+    from jad import __version__
+
+    return __version__
+
+
+def _summary(per_category: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
+    """Per category + ``mean`` (None for a key that some category lacks: never a mean over a subset)."""
+    from jad import metrics as jm
+
+    return jm.summarize(per_category)
+
+
+def _write_tables(
+    workdir: Path, metrics: dict[str, dict[str, float | None]], stem: str = "metrics"
+) -> list[Path]:
+    from jad import metrics as jm
+
+    return list(jm.write_results(metrics, workdir, stem=stem))
+
+
+def format_table(metrics: dict[str, dict[str, float | None]]) -> str:
+    from jad import metrics as jm
+
+    return jm.format_table(metrics)
+
+
+def run_info() -> dict[str, Any]:
+    return {
+        "jad_version": _version(),
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": jax.device_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+def train_and_evaluate(config, workdir: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Fit (or restore) and evaluate every requested category; write ``results.json``."""
+    workdir = Path(workdir)
+    t_start = time.perf_counter()
+    root = dataset_root(config)
+    categories = resolve_categories(config, root)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(config_to_dict(config), workdir / "config.json")
+    provenance = weights_provenance(config)
+    if provenance.get("random"):
+        log(
+            "WARNING: backbone weights are RANDOM (backbone.weights=random): numbers are not comparable "
+            "with published results. Convert real weights with `python -m jad.convert`."
+        )
+    method = build_method(config)
+    per_cat: dict[str, dict[str, float | None]] = {}
+    timings: dict[str, dict[str, float]] = {}
+    extras: dict[str, Any] = {}
+    for category in categories:
+        state, fit_info = fit_or_restore(method, config, root, category, workdir, progress=progress)
+        hm_dir = (
+            workdir / category / "heatmaps" if config.eval.get("num_heatmaps", -1) != 0 else None
+        )
+        metrics, t_eval, extra = evaluate_category(
+            method, state, config, root, category, heatmap_dir=hm_dir, progress=progress
+        )
+        per_cat[category] = metrics
+        timings[category] = {k: float(v) for k, v in fit_info.items() if k.endswith("_s")} | t_eval
+        extras[category] = {k: v for k, v in fit_info.items() if not k.endswith("_s")} | extra
+        log(
+            f"[{category}] "
+            + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None)
+        )
+    summary = _summary(per_cat)
+    results = {
+        "method": method.name,
+        "dataset": str(config.data.name),
+        "data_root": str(root),
+        "metrics": summary,
+        "timings": timings | {"total_s": time.perf_counter() - t_start},
+        "details": extras,
+        "backbone": provenance,
+        "config": config_to_dict(config),
+        "run": run_info(),
+    }
+    write_json(results, workdir / "results.json")
+    _write_tables(workdir, summary)
+    return results
+
+
+def evaluate_workdir(
+    workdir: Path, *, categories: list[str] | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Re-evaluate the checkpoints in ``workdir`` (their saved config); writes ``eval_results.json``."""
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise UserError(
+            f"workdir {workdir} does not exist (train first: python -m jad.train --workdir={workdir} ...)"
+        )
+    found = sorted(
+        p.parent.name for p in workdir.glob("*/checkpoint") if checkpoint.latest_step(p) is not None
+    )
+    if not found:
+        raise UserError(
+            f"no checkpoints under {workdir}/<category>/checkpoint (train first with jad.train)"
+        )
+    if categories:
+        missing = [c for c in categories if c not in found]
+        if missing:
+            raise UserError(
+                f"no checkpoint for category '{missing[0]}' in {workdir}; found: {', '.join(found)}"
+            )
+        found = categories
+    per_cat: dict[str, dict[str, float | None]] = {}
+    timings: dict[str, dict[str, float]] = {}
+    method = None
+    for category in found:
+        state, meta = checkpoint.restore(workdir / category / "checkpoint")
+        config = ml_collections.ConfigDict(meta["config"])
+        if method is None or meta["fit_signature"] != fit_signature(method.config):
+            method = build_method(config)
+        root = dataset_root(config)
+        metrics, t_eval, _ = evaluate_category(
+            method, state, config, root, category, heatmap_dir=None, progress=progress
+        )
+        per_cat[category] = metrics
+        timings[category] = t_eval
+    summary = _summary(per_cat)
+    out = {"metrics": summary, "timings": timings, "run": run_info()}
+    write_json(out, workdir / "eval_results.json")
+    _write_tables(workdir, summary, stem="eval_metrics")
+    return out

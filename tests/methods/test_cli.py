@@ -1,0 +1,113 @@
+"""The entry points as a user runs them: one clear error line and a non-zero exit on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+
+
+def run(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_unknown_config_key():
+    line = one_error_line(run("jad.train", "--config=configs/patchcore_synthetic.py", "--config.patchcore.zzz=3"))
+    assert "unknown config key 'patchcore.zzz'" in line and "coreset_ratio" in line
+
+
+def test_unknown_top_level_key_and_missing_config_file():
+    assert "unknown config key 'zzz'" in one_error_line(
+        run("jad.train", "--config=configs/patchcore_synthetic.py", "--config.zzz=1")
+    )
+    assert "does not exist" in one_error_line(run("jad.train", "--config=configs/nope.py"))
+    assert "--config" in one_error_line(run("jad.train"))
+
+
+def test_bad_override_value():
+    line = one_error_line(run("jad.train", "--config=configs/patchcore_synthetic.py", "--config.seed=abc"))
+    assert "seed" in line
+
+
+def test_missing_dataset_root(tmp_path):
+    line = one_error_line(
+        run(
+            "jad.train",
+            "--config=configs/patchcore_mvtec.py",
+            f"--workdir={tmp_path / 'w'}",
+            f"--config.data.root={tmp_path / 'no_such_mvtec'}",
+            "--config.backbone.weights=random",
+        )
+    )
+    assert "no_such_mvtec" in line
+
+
+def test_missing_weights(tmp_path, small_synthetic):
+    line = one_error_line(
+        run(
+            "jad.train",
+            "--config=configs/patchcore_synthetic.py",
+            f"--workdir={tmp_path / 'w'}",
+            f"--config.data.root={small_synthetic}",
+            f"--config.backbone.weights={tmp_path / 'no_weights'}",
+        )
+    )
+    assert "python -m jad.convert" in line
+
+
+def test_evaluate_and_predict_without_a_run(tmp_path):
+    assert "does not exist" in one_error_line(run("jad.evaluate", f"--workdir={tmp_path / 'none'}"))
+    (tmp_path / "empty").mkdir()
+    assert "jad.train" in one_error_line(run("jad.predict", f"--workdir={tmp_path / 'empty'}", "--images=x"))
+
+
+@pytest.mark.slow
+def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
+    w = tmp_path / "w"
+    common = [
+        f"--config.data.root={small_synthetic}",
+        "--config.data.categories=disc",
+        "--config.data.resize=96",
+        "--config.data.crop=96",
+        "--config.data.batch_size=4",
+        "--config.patchcore.coreset_ratio=0.25",
+    ]
+    p = run("jad.train", "--config=configs/patchcore_synthetic.py", f"--workdir={w}", "--quiet", *common)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "I-AUROC" in p.stdout and "mean" in p.stdout and "heatmaps [disc]" in p.stdout
+    results = json.loads((w / "results.json").read_text())
+    assert set(results["metrics"]) == {"disc", "mean"}
+
+    p = run("jad.evaluate", f"--workdir={w}", "--quiet")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((w / "eval_results.json").read_text())["metrics"]["disc"] == results["metrics"]["disc"]
+
+    test_dir = Path(small_synthetic) / "disc" / "test"
+    p = run("jad.predict", f"--workdir={w}", f"--images={test_dir}", f"--out={tmp_path / 'pred'}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    pred = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    n_test = len([f for f in test_dir.rglob("*.png")])
+    assert len(pred["predictions"]) == n_test
+    # same images, same model: the scores equal the ones the training run recorded
+    recorded = results["details"]["disc"]["image_scores"]
+    for r in pred["predictions"]:
+        assert r["image_score"] == pytest.approx(recorded[r["path"]], rel=1e-5, abs=1e-6)
+        assert Path(r["heatmap"]).is_file()
+    assert any(r["mask"] for r in pred["predictions"])  # masks found next to the defective images
+    p = run("jad.predict", f"--workdir={w}", f"--images={tmp_path / 'nothing_here'}")
+    assert "no images found" in one_error_line(p)

@@ -3,7 +3,6 @@
 import pytest
 
 
-
 @pytest.fixture(scope="session")
 def small_synthetic(tmp_path_factory):
     from jad.data import synthetic

@@ -5,13 +5,12 @@ import json
 import jax
 import numpy as np
 import pytest
+from patchcore_testutil import fast_config
 
 from jad.methods import FitContext
 from jad.methods.patchcore import PatchCore
 from jad.train_lib import checkpoint, runner
 from jad.train_lib.errors import UserError
-
-from patchcore_testutil import fast_config
 
 
 @pytest.fixture(scope="module")

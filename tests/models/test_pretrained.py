@@ -1,0 +1,74 @@
+"""load_backbone / weights_info: random init, folder resolution, and the error messages."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import jax.numpy as jnp
+import pytest
+
+from jad.models import load_backbone, weights_info
+from jad.models.pretrained import WeightsMismatchError, WeightsNotFoundError
+
+
+def test_random_is_loud(caplog):
+    with caplog.at_level(logging.WARNING):
+        module, variables = load_backbone("random", "resnet50", seed=3, dtype=jnp.bfloat16)
+    assert any("RANDOMLY INITIALISED resnet50" in r.getMessage() for r in caplog.records)
+    assert module.dtype == jnp.bfloat16 and module.width_per_group == 64
+    assert variables["params"]["layer1_0"]["conv1"]["kernel"].dtype == jnp.float32
+    assert variables["params"]["fc"]["kernel"].shape == (2048, 1000)
+    assert weights_info("random", "resnet50")["random"] is True
+
+
+def test_bare_name_and_none_resolve_under_env(wrn_converted, monkeypatch):
+    monkeypatch.setenv("JAD_WEIGHTS_DIR", str(wrn_converted.parent))
+    module, variables = load_backbone(wrn_converted.name)
+    assert variables["params"]["conv1"]["kernel"].shape == (7, 7, 3, 64)
+    info = weights_info(wrn_converted.name)
+    meta = json.loads((wrn_converted / "metadata.json").read_text())
+    assert info["sha256"] == meta["sha256"] and info["random"] is False
+    assert info["source"] == "wrn_random.pth" and info["arch"] == "wide_resnet50_2"
+    with pytest.raises(WeightsNotFoundError) as e:  # None -> $JAD_WEIGHTS_DIR/wide_resnet50_2
+        load_backbone(None)
+    msg = str(e.value)
+    target = wrn_converted.parent / "wide_resnet50_2"
+    assert (
+        f"python -m jad.convert --src /path/to/wide_resnet50_2-95faca4d.pth --out {target}" in msg
+    )
+
+
+def test_missing_env_and_missing_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("JAD_WEIGHTS_DIR", raising=False)
+    with pytest.raises(
+        WeightsNotFoundError, match="JAD_WEIGHTS_DIR is not set.*python -m jad.convert"
+    ):
+        load_backbone("wrn50")
+    with pytest.raises(FileNotFoundError, match=f"--out {tmp_path / 'nowhere'}"):
+        load_backbone(tmp_path / "nowhere", "resnet50")
+
+
+def test_arch_mismatch_and_bad_metadata(wrn_converted, tmp_path):
+    with pytest.raises(
+        WeightsMismatchError, match="holds wide_resnet50_2 weights but arch is resnet50"
+    ):
+        load_backbone(wrn_converted, "resnet50")
+    with pytest.raises(ValueError, match="unknown arch"):
+        load_backbone("random", "resnet18")
+    broken = tmp_path / "broken"
+    (broken / "variables").mkdir(parents=True)
+    (broken / "metadata.json").write_text("{not json")
+    with pytest.raises(WeightsMismatchError, match="not valid JSON"):
+        load_backbone(broken)
+
+
+def test_mis_shaped_checkpoint_is_caught(wrn_converted, tmp_path):
+    """A folder whose metadata claims resnet50 but holds WRN arrays: shapes are checked."""
+    fake = tmp_path / "fake"
+    shutil.copytree(wrn_converted, fake)
+    meta = json.loads((fake / "metadata.json").read_text())
+    (fake / "metadata.json").write_text(json.dumps({**meta, "arch": "resnet50"}))
+    with pytest.raises(WeightsMismatchError, match="mis-shaped arrays for resnet50"):
+        load_backbone(fake, "resnet50")

@@ -1,0 +1,454 @@
+"""Greedy k-center coreset (farthest-point sampling) as in the official PatchCore sampler.
+
+``method="approximate"`` reproduces ``ApproximateGreedyCoresetSampler`` (PatchCore spec §4):
+
+1. Random projection to ``projection_dim`` (128) with a matrix drawn U(-1/sqrt(D), 1/sqrt(D))
+   in torch ``Linear`` layout [projection_dim, D]; skipped when D == projection_dim.
+2. delta_i = mean over ``num_starts`` distinct random rows s of ||z_i - z_s|| (Euclidean).
+3. M times: k = argmax delta (first index on ties), record k, delta = min(delta, ||z - z_k||).
+
+Distances use ``sqrt(max((-2 z.z_k + ||z||^2) + ||z_k||^2, 0))`` in float32 with HIGHEST
+matmul precision, the operation order of the official code. The loop is a ``lax.fori_loop``
+carrying delta [N] and the index buffer [M]; the projected bank is stored transposed [P, N] so
+that each step is one streaming vector-matrix product over it (memory-bandwidth bound) plus
+O(N) elementwise work. Extra memory beyond the input: the projected bank (N.P floats) + O(N).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from jad.ops.distances import HIGHEST
+
+METHODS = ("approximate", "exact", "random")
+_PROJ_BLOCK = 1024  # rows per projection matmul: fixed, so rounding never depends on N
+_INIT_BLOCK = 2048  # block edge of the exact method's blocked row-norm initialisation
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks (all operate on the local, transposed bank zt [P, N]).
+# --------------------------------------------------------------------------------------------
+
+
+def project_transposed(
+    features: jax.Array, projection: jax.Array | None, block: int = _PROJ_BLOCK
+) -> jax.Array:
+    """Projected bank, transposed: ``(features @ projection.T).T``.
+
+    Args:
+      features: [N, D] floating.
+      projection: [P, D] (torch ``Linear.weight`` layout) or None (no projection: P = D).
+      block: rows projected per step; temporaries are O(block.(D + P)).
+
+    Returns:
+      [P, N] float32.
+    """
+    x = features
+    n = x.shape[0]
+    if projection is None:
+        return x.astype(jnp.float32).T
+    w = projection.astype(jnp.float32)
+    # Every block has exactly `block` rows (the last one shifted back, or zero-padded when
+    # n < block): XLA's matmul rounding depends on the block's row count but not on a row's
+    # position in it, so a row's projection is bit-identical whatever N or the shard width is.
+    nb = block
+    if n < nb:
+        x = jnp.pad(x, ((0, nb - n), (0, 0)))
+    nblocks = -(-n // nb)
+
+    def proj(blk):
+        return lax.dot_general(
+            w,
+            blk.astype(jnp.float32),
+            (((1,), (1,)), ((), ())),
+            precision=HIGHEST,
+            preferred_element_type=jnp.float32,
+        )  # [P, nb]
+
+    if n <= nb:
+        return proj(x)[:, :n]
+
+    def body(j, zt):
+        start = jnp.minimum(j * nb, n - nb)  # last block shifted back, overlap rewritten
+        blk = lax.dynamic_slice_in_dim(x, start, nb, axis=0)
+        return lax.dynamic_update_slice_in_dim(zt, proj(blk), start, axis=1)
+
+    zt = jnp.zeros((w.shape[0], n), jnp.float32)
+    return lax.fori_loop(0, nblocks, body, zt)
+
+
+def _col_sq_norms(zt: jax.Array) -> jax.Array:
+    """Squared norm of every column of zt [P, N] -> [N] float32.
+
+    A sequential sum over the P rows: unlike ``jnp.sum(zt * zt, 0)``, whose XLA reduction
+    order depends on N, every column gets the same rounding whatever the (shard) width.
+    """
+    return lax.fori_loop(
+        0, zt.shape[0], lambda p, acc: acc + zt[p] * zt[p], jnp.zeros(zt.shape[1:], jnp.float32)
+    )
+
+
+def _dist_to(zt: jax.Array, zn: jax.Array, zk: jax.Array) -> jax.Array:
+    """Euclidean distance of every column of zt to the vector zk, official op order.
+
+    zt [P, N], zn [N] squared column norms, zk [P] -> [N] float32.
+    """
+    s = lax.dot_general(
+        zk, zt, (((0,), (0,)), ((), ())), precision=HIGHEST, preferred_element_type=jnp.float32
+    )
+    d2 = (-2.0 * s + zn) + jnp.sum(zk * zk)
+    return jnp.sqrt(jnp.maximum(d2, 0.0))
+
+
+def _first_argmax(v: jax.Array, iota: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(max, first index of the max) of a 1-D array; two vectorised passes, no variadic reduce."""
+    m = jnp.max(v)
+    i = jnp.min(jnp.where(v == m, iota, v.shape[0]))
+    return m, jnp.minimum(i, v.shape[0] - 1)
+
+
+def _mean_start_distance(zt: jax.Array, zn: jax.Array, zs: jax.Array) -> jax.Array:
+    """delta init of the approximate sampler: mean Euclidean distance to the start rows.
+
+    One vector-matrix product per start (not an [S, P] x [P, N] matmul, whose rounding depends
+    on the matrix shape) so that a sharded run gives bit-identical values.
+
+    Args:
+      zt: [P, N] transposed bank; zn: [N] its squared column norms; zs: [S, P] start vectors.
+
+    Returns:
+      [N] float32.
+    """
+    total = lax.fori_loop(
+        0,
+        zs.shape[0],
+        lambda s, acc: acc + _dist_to(zt, zn, zs[s]),
+        jnp.zeros(zt.shape[1:], jnp.float32),
+    )
+    return total / zs.shape[0]
+
+
+def _row_norm_init(zt_all: jax.Array, zt_local: jax.Array, block: int = _INIT_BLOCK) -> jax.Array:
+    """delta init of the official exact sampler: L2 norm of each distance-matrix row.
+
+    ``delta_i = sqrt(sum_j ||z_i - z_j||^2)`` over all N columns of ``zt_all`` [P, N], for the
+    local columns ``zt_local`` [P, Nl]; blocked so that only [block, block] tiles exist.
+    Returns [Nl] float32.
+    """
+    n = zt_all.shape[1]
+    nl = zt_local.shape[1]
+    zn_all = _col_sq_norms(zt_all)
+    zn_loc = _col_sq_norms(zt_local)
+    cb = min(block, n)
+    ncb = -(-n // cb)
+    iota = jnp.arange(cb, dtype=jnp.int32)
+
+    def col_body(j, acc):
+        start = jnp.minimum(j * cb, n - cb)
+        zb = lax.dynamic_slice_in_dim(zt_all, start, cb, axis=1)  # [P, cb]
+        nb_ = lax.dynamic_slice_in_dim(zn_all, start, cb)
+        s = lax.dot_general(
+            zt_local,
+            zb,
+            (((0,), (0,)), ((), ())),
+            precision=HIGHEST,
+            preferred_element_type=jnp.float32,
+        )  # [Nl, cb]
+        d = jnp.sqrt(jnp.maximum((-2.0 * s + zn_loc[:, None]) + nb_[None, :], 0.0))
+        d = jnp.where((start + iota >= j * cb)[None, :], d, 0.0)
+        return acc + jnp.sum(d * d, axis=1)
+
+    # Rows are processed all at once per column block: the tile is [Nl, cb]; bound Nl too.
+    if nl > block:
+        rb = block
+        nrb = -(-nl // rb)
+
+        def row_body(i, out):
+            rs = jnp.minimum(i * rb, nl - rb)
+            sub = lax.dynamic_slice_in_dim(zt_local, rs, rb, axis=1)
+            val = _row_norm_init(zt_all, sub, block)
+            return lax.dynamic_update_slice_in_dim(out, val, rs, axis=0)
+
+        return lax.fori_loop(0, nrb, row_body, jnp.zeros((nl,), jnp.float32))
+    acc = lax.fori_loop(0, ncb, col_body, jnp.zeros((nl,), jnp.float32))
+    return jnp.sqrt(acc)
+
+
+def _greedy_loop(
+    zt: jax.Array, delta: jax.Array, num: int, select
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """M steps of farthest-point selection on the local bank.
+
+    Args:
+      zt: [P, Nl] local transposed bank.
+      delta: [Nl] initial coverage distance (-inf for padding columns).
+      num: M.
+      select: function (local_max, local_index) -> (global_max, global_index, z_k [P]) that
+        resolves the step's pick across shards (identity on one device).
+
+    Returns:
+      (indices [M] int32 global, radii [M] float32, final delta [Nl]).
+    """
+    zn = _col_sq_norms(zt)
+    iota = jnp.arange(zt.shape[1], dtype=jnp.int32)
+
+    def step(i, carry):
+        delta, idx, radii = carry
+        m, k = _first_argmax(delta, iota)
+        gm, gk, zk = select(m, k)
+        idx = idx.at[i].set(gk)
+        radii = radii.at[i].set(gm)
+        delta = jnp.minimum(delta, _dist_to(zt, zn, zk))
+        return delta, idx, radii
+
+    init = (delta, jnp.zeros((num,), jnp.int32), jnp.zeros((num,), jnp.float32))
+    delta, idx, radii = lax.fori_loop(0, num, step, init)
+    return idx, radii, delta
+
+
+# --------------------------------------------------------------------------------------------
+# Single-device and sharded drivers.
+# --------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("num", "exact_init"))
+def _coreset_single(features, projection, starts, *, num, exact_init):
+    zt = project_transposed(features, projection)
+    zn = _col_sq_norms(zt)
+    if exact_init:
+        delta = _row_norm_init(zt, zt)
+    else:
+        delta = _mean_start_distance(zt, zn, jnp.take(zt, starts, axis=1).T)
+
+    def select(m, k):
+        return m, k, lax.dynamic_index_in_dim(zt, k, axis=1, keepdims=False)
+
+    idx, radii, _ = _greedy_loop(zt, delta, num, select)
+    return idx, radii
+
+
+@functools.partial(jax.jit, static_argnames=("num", "exact_init", "mesh", "axis_name"))
+def _coreset_sharded(features, projection, starts, *, num, exact_init, mesh, axis_name):
+    n = features.shape[0]
+    shards = mesh.shape[axis_name]
+    n_pad = -(-n // shards) * shards
+    if n_pad != n:
+        features = jnp.pad(features, ((0, n_pad - n), (0, 0)))
+    nl = n_pad // shards
+    spec = jax.sharding.NamedSharding(mesh, P(axis_name))
+    features = lax.with_sharding_constraint(features, spec)
+
+    def per_shard(x, w, st):
+        shard = lax.axis_index(axis_name).astype(jnp.int32)
+        offset = shard * nl
+        zt = project_transposed(x, w)  # [P, nl]
+        zn = _col_sq_norms(zt)
+        gidx = offset + jnp.arange(nl, dtype=jnp.int32)
+        valid = gidx < n
+        if exact_init:
+            zt_all = lax.all_gather(zt, axis_name, axis=1, tiled=True)[:, :n]  # [P, N]
+            delta = _row_norm_init(zt_all, zt)
+        else:
+            # Rows of the start points: each shard contributes the ones it owns.
+            own = (st >= offset) & (st < offset + nl)
+            loc = jnp.clip(st - offset, 0, nl - 1)
+            zs = jnp.where(own[:, None], jnp.take(zt, loc, axis=1).T, 0.0)
+            zs = lax.psum(zs, axis_name)  # exact: one owner, zeros elsewhere
+            delta = _mean_start_distance(zt, zn, zs)
+        delta = jnp.where(valid, delta, -jnp.inf)  # padding is never the farthest point
+
+        def select(m, k):
+            row = lax.dynamic_index_in_dim(zt, k, axis=1, keepdims=False)
+            ms = lax.all_gather(m, axis_name)  # [S]
+            ks = lax.all_gather(k + offset, axis_name)
+            rows = lax.all_gather(row, axis_name)  # [S, P]
+            gm = jnp.max(ms)
+            # Lowest global index among shards that hold the maximum (shard order = index order).
+            win = jnp.min(jnp.where(ms == gm, jnp.arange(shards, dtype=jnp.int32), shards))
+            win = jnp.minimum(win, shards - 1)
+            return gm, ks[win], rows[win]
+
+        idx, radii, _ = _greedy_loop(zt, delta, num, select)
+        return idx, radii
+
+    if projection is None:
+        return jax.shard_map(
+            lambda x, st: per_shard(x, None, st),
+            mesh=mesh,
+            in_specs=(P(axis_name), P()),
+            out_specs=(P(), P()),
+            check_vma=False,  # outputs are computed from all-gathered values: replicated
+        )(features, starts)
+    return jax.shard_map(
+        per_shard,
+        mesh=mesh,
+        in_specs=(P(axis_name), P(), P()),
+        out_specs=(P(), P()),
+        check_vma=False,  # outputs are computed from all-gathered values: replicated
+    )(features, projection, starts)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API.
+# --------------------------------------------------------------------------------------------
+
+
+def coreset_size(n: int, *, num: int | None = None, ratio: float | None = None) -> int:
+    """Number of picks: ``num``, or ``int(n * ratio)`` (floor, as the official sampler)."""
+    if (num is None) == (ratio is None):
+        raise ValueError("Pass exactly one of num= (number of rows) or ratio= (fraction of rows).")
+    if num is not None:
+        if not isinstance(num, (int, np.integer)) or isinstance(num, bool) or not 1 <= num <= n:
+            raise ValueError(f"num must be an integer in [1, {n}] for {n} rows, got {num!r}.")
+        return int(num)
+    if not 0.0 < float(ratio) <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio!r}.")
+    m = int(n * float(ratio))
+    if m < 1:
+        raise ValueError(
+            f"ratio={ratio} of {n} rows selects no row (int({n} * {ratio}) = 0); "
+            "use a larger ratio or num=1."
+        )
+    return m
+
+
+def _random_projection(key: jax.Array, dim: int, d: int) -> jax.Array:
+    bound = 1.0 / np.sqrt(d)
+    return jax.random.uniform(key, (dim, d), jnp.float32, -bound, bound)
+
+
+def greedy_coreset(
+    features: jax.Array,
+    *,
+    num: int | None = None,
+    ratio: float | None = None,
+    key: jax.Array | None = None,
+    method: str = "approximate",
+    projection_dim: int = 128,
+    num_starts: int = 10,
+    projection: jax.Array | None = None,
+    start_indices: jax.Array | None = None,
+    return_radii: bool = False,
+    mesh: Mesh | None = None,
+    axis_name: str = "data",
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Greedy k-center coreset indices in pick order.
+
+    Args:
+      features: [N, D] floating (float32 recommended), rows = candidate patches; may be
+        sharded by rows.
+      num: number of rows to pick (1 <= num <= N); or
+      ratio: fraction, M = int(N * ratio) (floor, as the official sampler).
+      key: ``jax.random`` key for the projection matrix and the start rows (split in two), or
+        for the subset of ``method="random"``. Not needed when ``projection`` (or D ==
+        projection_dim) and ``start_indices`` are both given.
+      method: ``"approximate"`` (official PatchCore sampler, the default); ``"exact"``: no
+        projection (unless ``projection`` is given), delta initialised with the L2 norm of each
+        row of the full distance matrix like the official ``GreedyCoresetSampler`` (computed in
+        [2048, 2048] tiles, never N x N; note the official exact sampler also projects to 128
+        first: pass ``projection=`` to reproduce it); ``"random"``: a uniform random subset
+        without replacement (baseline).
+      projection_dim: P of the approximate method; no projection when D == P (official rule).
+      num_starts: number of distinct random start rows seeding delta (min(num_starts, N)).
+      projection: [P, D] matrix to use instead of a random one (e.g. the official torch
+        ``Linear.weight``); applied even when D == P.
+      start_indices: [S] distinct int start rows to use instead of random ones.
+      return_radii: also return the coverage radius of each pick (delta at the time it was
+        picked; official ``coreset_select_distance``).
+      mesh, axis_name: split the rows over ``mesh.shape[axis_name]`` devices; every step takes
+        a local (max, first index) per shard and a global max via all-gather (ties: lowest
+        global index). N need not divide the device count; padding rows are never picked.
+        Indices are identical to the single-device run.
+
+    Returns:
+      indices [M] int32 into ``features`` in pick order (duplicates possible when rows are
+      identical, as in the official code); with ``return_radii`` also radii [M] float32
+      (zeros for ``method="random"``).
+
+    Raises:
+      ValueError: bad shapes, method, num/ratio, missing key, out-of-range start indices.
+    """
+    features = jnp.asarray(features) if not isinstance(features, jax.Array) else features
+    if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
+        raise ValueError(
+            f"features must be a non-empty 2-D array [N, D], got shape {tuple(features.shape)}."
+        )
+    if not jnp.issubdtype(features.dtype, jnp.floating):
+        raise ValueError(f"features must be floating, got dtype {features.dtype}; cast it first.")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if mesh is not None and axis_name not in mesh.shape:
+        raise ValueError(
+            f"axis_name {axis_name!r} is not an axis of the mesh {dict(mesh.shape)}; "
+            "pass the name of the axis that splits the rows."
+        )
+    n, d = features.shape
+    m = coreset_size(n, num=num, ratio=ratio)
+
+    if method == "random":
+        if key is None:
+            raise ValueError("method='random' needs key= (a jax.random key).")
+        idx = jax.random.choice(key, n, (m,), replace=False).astype(jnp.int32)
+        return (idx, jnp.zeros((m,), jnp.float32)) if return_radii else idx
+
+    if projection is not None:
+        projection = jnp.asarray(projection, jnp.float32)
+        if projection.ndim != 2 or projection.shape[1] != d:
+            raise ValueError(
+                f"projection must have shape [P, {d}] (torch Linear.weight layout), "
+                f"got {tuple(projection.shape)}."
+            )
+    exact_init = method == "exact"
+    need_proj = projection is None and method == "approximate" and d != projection_dim
+    need_starts = start_indices is None and method == "approximate"
+    if (need_proj or need_starts) and key is None:
+        raise ValueError(
+            "method='approximate' needs key= (a jax.random key) unless both projection= "
+            "(or D == projection_dim) and start_indices= are given."
+        )
+    if key is not None:
+        k_proj, k_start = jax.random.split(key)
+    if need_proj:
+        if not isinstance(projection_dim, (int, np.integer)) or projection_dim < 1:
+            raise ValueError(f"projection_dim must be a positive integer, got {projection_dim!r}.")
+        projection = _random_projection(k_proj, int(projection_dim), d)
+
+    if method == "approximate":
+        if start_indices is None:
+            if not isinstance(num_starts, (int, np.integer)) or num_starts < 1:
+                raise ValueError(f"num_starts must be a positive integer, got {num_starts!r}.")
+            s = min(int(num_starts), n)
+            starts = jax.random.choice(k_start, n, (s,), replace=False).astype(jnp.int32)
+        else:
+            st = np.asarray(start_indices)
+            if st.ndim != 1 or st.size == 0 or not np.issubdtype(st.dtype, np.integer):
+                raise ValueError(
+                    f"start_indices must be a non-empty 1-D integer array, got {st.dtype} "
+                    f"{st.shape}."
+                )
+            if st.min() < 0 or st.max() >= n:
+                raise ValueError(f"start_indices must lie in [0, {n}), got {st.min()}..{st.max()}.")
+            starts = jnp.asarray(st, jnp.int32)
+    else:
+        starts = jnp.zeros((1,), jnp.int32)  # unused by the exact init
+
+    if mesh is None:
+        idx, radii = _coreset_single(features, projection, starts, num=m, exact_init=exact_init)
+    else:
+        idx, radii = _coreset_sharded(
+            features,
+            projection,
+            starts,
+            num=m,
+            exact_init=exact_init,
+            mesh=mesh,
+            axis_name=axis_name,
+        )
+    return (idx, radii) if return_radii else idx

@@ -1,0 +1,33 @@
+"""Executes the "Using jad.ops in your own JAX code" example so the documentation cannot rot."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HEADING = "Using jad.ops in your own JAX code"
+
+
+def _example(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    text = path.read_text()
+    at = text.find(HEADING)
+    if at < 0:
+        return None
+    m = re.search(r"```python\n(.*?)```", text[at:], re.S)
+    assert m, f"no ```python block after '{HEADING}' in {path}"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("doc", ["jad/ops/README.md", "README.md"])
+def test_readme_example_runs(doc, capsys):
+    code = _example(REPO / doc)
+    if code is None:
+        if doc == "jad/ops/README.md":
+            pytest.fail(f"{doc} must contain the section '{HEADING}'")
+        pytest.skip(f"{doc} has no '{HEADING}' section (yet)")
+    exec(compile(code, doc, "exec"), {"__name__": "__readme__"})
+    out = capsys.readouterr().out
+    assert "(409,) (784, 1) (1, 224, 224)" in out, out

@@ -28,7 +28,9 @@ def make_inputs(golden_dir):
     """The golden folder's numpy/pillow generator of weights, images and preprocessing."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("golden_make_inputs", golden_dir / "make_inputs.py")
+    spec = importlib.util.spec_from_file_location(
+        "golden_make_inputs", golden_dir / "make_inputs.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -292,7 +292,9 @@ def _version() -> str:
     return __version__
 
 
-def _summary(per_category: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
+def _summary(
+    per_category: dict[str, dict[str, float | None]],
+) -> dict[str, dict[str, float | None]]:
     """Per category + ``mean`` (None for a key that some category lacks: never a mean over a subset)."""
     from jad import metrics as jm
 

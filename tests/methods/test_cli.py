@@ -14,7 +14,12 @@ ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
 
 def run(*args, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -27,7 +32,9 @@ def one_error_line(proc) -> str:
 
 
 def test_unknown_config_key():
-    line = one_error_line(run("jad.train", "--config=configs/patchcore_synthetic.py", "--config.patchcore.zzz=3"))
+    line = one_error_line(
+        run("jad.train", "--config=configs/patchcore_synthetic.py", "--config.patchcore.zzz=3")
+    )
     assert "unknown config key 'patchcore.zzz'" in line and "coreset_ratio" in line
 
 
@@ -40,7 +47,9 @@ def test_unknown_top_level_key_and_missing_config_file():
 
 
 def test_bad_override_value():
-    line = one_error_line(run("jad.train", "--config=configs/patchcore_synthetic.py", "--config.seed=abc"))
+    line = one_error_line(
+        run("jad.train", "--config=configs/patchcore_synthetic.py", "--config.seed=abc")
+    )
     assert "seed" in line
 
 
@@ -73,7 +82,9 @@ def test_missing_weights(tmp_path, small_synthetic):
 def test_evaluate_and_predict_without_a_run(tmp_path):
     assert "does not exist" in one_error_line(run("jad.evaluate", f"--workdir={tmp_path / 'none'}"))
     (tmp_path / "empty").mkdir()
-    assert "jad.train" in one_error_line(run("jad.predict", f"--workdir={tmp_path / 'empty'}", "--images=x"))
+    assert "jad.train" in one_error_line(
+        run("jad.predict", f"--workdir={tmp_path / 'empty'}", "--images=x")
+    )
 
 
 @pytest.mark.slow
@@ -87,7 +98,9 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
         "--config.data.batch_size=4",
         "--config.patchcore.coreset_ratio=0.25",
     ]
-    p = run("jad.train", "--config=configs/patchcore_synthetic.py", f"--workdir={w}", "--quiet", *common)
+    p = run(
+        "jad.train", "--config=configs/patchcore_synthetic.py", f"--workdir={w}", "--quiet", *common
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "I-AUROC" in p.stdout and "mean" in p.stdout and "heatmaps [disc]" in p.stdout
     results = json.loads((w / "results.json").read_text())
@@ -95,7 +108,10 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
 
     p = run("jad.evaluate", f"--workdir={w}", "--quiet")
     assert p.returncode == 0, p.stderr[-3000:]
-    assert json.loads((w / "eval_results.json").read_text())["metrics"]["disc"] == results["metrics"]["disc"]
+    assert (
+        json.loads((w / "eval_results.json").read_text())["metrics"]["disc"]
+        == results["metrics"]["disc"]
+    )
 
     test_dir = Path(small_synthetic) / "disc" / "test"
     p = run("jad.predict", f"--workdir={w}", f"--images={test_dir}", f"--out={tmp_path / 'pred'}")

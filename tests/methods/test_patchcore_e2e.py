@@ -113,7 +113,9 @@ def test_reweighting_and_euclidean_options(small_synthetic, trained):
     state, _ = checkpoint.restore(workdir / "disc" / "checkpoint")
     batch = next(iter(runner.make_loader(config, small_synthetic, "disc", "test")))
     base = PatchCore(config).predict(state, batch["image"])
-    rw = PatchCore(fast_config(small_synthetic, **{"patchcore.reweight": True})).predict(state, batch["image"])
+    rw = PatchCore(fast_config(small_synthetic, **{"patchcore.reweight": True})).predict(
+        state, batch["image"]
+    )
     # Eq. 7: (1 - 1/b) s* <= s < s* with b = 9 support rows
     assert np.all(rw.image_scores < base.image_scores)
     assert np.all(rw.image_scores >= (1 - 1 / 9) * base.image_scores - 1e-6)

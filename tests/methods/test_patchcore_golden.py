@@ -40,8 +40,12 @@ def test_patch_scores_neighbours_image_scores_and_maps(golden):
     scores = pc.patch_scores_from_distances(sq)
     np.testing.assert_allclose(np.asarray(scores), golden["patch_scores"], atol=5e-4, rtol=0)
     np.testing.assert_array_equal(np.asarray(idx[..., 0]), golden["nn_indices"])
-    np.testing.assert_allclose(np.asarray(scores.max(axis=1)), golden["image_scores"], atol=5e-4, rtol=1e-5)
-    maps = pc.anomaly_maps(jax.numpy.asarray(golden["patch_scores"]), grid=(28, 28), out_hw=(224, 224), sigma=4.0)
+    np.testing.assert_allclose(
+        np.asarray(scores.max(axis=1)), golden["image_scores"], atol=5e-4, rtol=1e-5
+    )
+    maps = pc.anomaly_maps(
+        jax.numpy.asarray(golden["patch_scores"]), grid=(28, 28), out_hw=(224, 224), sigma=4.0
+    )
     np.testing.assert_allclose(np.asarray(maps), golden["anomaly_maps"], atol=5e-4, rtol=0)
 
 
@@ -55,6 +59,8 @@ def test_five_nearest_neighbours_variant(golden):
     same = np.asarray(idx[0]) == ref_idx
     gaps = np.diff(golden["img3_knn5_distances"], axis=1)
     assert same.mean() > 0.99, same.mean()
-    assert np.all(same | (np.concatenate([gaps, gaps[:, -1:]], 1) < 1e-3)), "index mismatch away from ties"
+    assert np.all(same | (np.concatenate([gaps, gaps[:, -1:]], 1) < 1e-3)), (
+        "index mismatch away from ties"
+    )
     scores = pc.patch_scores_from_distances(sq)
     np.testing.assert_allclose(np.asarray(scores[0]), golden["img3_knn5_scores"], atol=5e-4, rtol=0)

@@ -51,6 +51,7 @@ def select_coreset(
     mesh: jax.sharding.Mesh | None = None,
     projection: np.ndarray | None = None,
     start_indices: np.ndarray | None = None,
+    progress=None,
 ) -> np.ndarray:
     """Indices [M] (int32, pick order) of the coreset of ``features`` [N, D], M = int(N * ratio).
 
@@ -69,6 +70,7 @@ def select_coreset(
         projection=projection,
         start_indices=start_indices,
         mesh=mesh,
+        progress=progress,
     )
     return np.asarray(idx)
 
@@ -139,6 +141,16 @@ def anomaly_maps(
     if sigma > 0:
         up = ops.gaussian_blur(up, sigma=sigma)
     return up
+
+
+# The coreset loop reports through jax.debug.callback; one module-level function (stable hash,
+# so no recompilation per category) forwards to whichever bar is open.
+_OPEN_BARS: list[Progress] = []
+
+
+def _coreset_progress(done) -> None:
+    if _OPEN_BARS:
+        _OPEN_BARS[-1].set(int(done))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,22 +229,22 @@ class PatchCore:
             if pc.coreset_ratio < 1
             else feats.shape[0]
         )
-        if ctx.progress:
-            print(
-                f"coreset      {pc.coreset_method} greedy: {m} of {feats.shape[0]} patches "
-                f"({100 * float(pc.coreset_ratio):g} %)...",
-                flush=True,
-                file=__import__("sys").stderr,
-            )
-        idx = select_coreset(
-            feats,
-            ratio=float(pc.coreset_ratio),
-            key=key,
-            method=str(pc.coreset_method),
-            projection_dim=int(pc.projection_dim),
-            num_starts=int(pc.num_starts),
-            mesh=self.mesh,
-        )
+        with Progress("coreset", m, unit="pick", enabled=ctx.progress) as bar:
+            _OPEN_BARS.append(bar)
+            try:
+                idx = select_coreset(
+                    feats,
+                    ratio=float(pc.coreset_ratio),
+                    key=key,
+                    method=str(pc.coreset_method),
+                    projection_dim=int(pc.projection_dim),
+                    num_starts=int(pc.num_starts),
+                    mesh=self.mesh,
+                    progress=_coreset_progress if ctx.progress else None,
+                )
+                bar.set(len(idx))
+            finally:
+                _OPEN_BARS.remove(bar)
         bank = feats[idx]
         t_coreset = time.perf_counter() - t1
         info = {

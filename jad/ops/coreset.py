@@ -17,6 +17,7 @@ O(N) elementwise work. Extra memory beyond the input: the projected bank (N.P fl
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -182,7 +183,7 @@ def _row_norm_init(zt_all: jax.Array, zt_local: jax.Array, block: int = _INIT_BL
 
 
 def _greedy_loop(
-    zt: jax.Array, delta: jax.Array, num: int, select
+    zt: jax.Array, delta: jax.Array, num: int, select, progress=None, report_here=True
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """M steps of farthest-point selection on the local bank.
 
@@ -192,6 +193,8 @@ def _greedy_loop(
       num: M.
       select: function (local_max, local_index) -> (global_max, global_index, z_k [P]) that
         resolves the step's pick across shards (identity on one device).
+      progress: optional host callback ``progress(steps_done)``, called about 100 times.
+      report_here: traced bool; only one shard reports.
 
     Returns:
       (indices [M] int32 global, radii [M] float32, final delta [Nl]).
@@ -206,6 +209,13 @@ def _greedy_loop(
         idx = idx.at[i].set(gk)
         radii = radii.at[i].set(gm)
         delta = jnp.minimum(delta, _dist_to(zt, zn, zk))
+        if progress is not None:
+            every = max(1, num // 100)
+            lax.cond(
+                jnp.logical_and(report_here, (i + 1) % every == 0),
+                lambda: jax.debug.callback(progress, i + 1),
+                lambda: None,
+            )
         return delta, idx, radii
 
     init = (delta, jnp.zeros((num,), jnp.int32), jnp.zeros((num,), jnp.float32))
@@ -218,8 +228,8 @@ def _greedy_loop(
 # --------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("num", "exact_init"))
-def _coreset_single(features, projection, starts, *, num, exact_init):
+@functools.partial(jax.jit, static_argnames=("num", "exact_init", "progress"))
+def _coreset_single(features, projection, starts, *, num, exact_init, progress=None):
     zt = project_transposed(features, projection)
     zn = _col_sq_norms(zt)
     if exact_init:
@@ -230,12 +240,14 @@ def _coreset_single(features, projection, starts, *, num, exact_init):
     def select(m, k):
         return m, k, lax.dynamic_index_in_dim(zt, k, axis=1, keepdims=False)
 
-    idx, radii, _ = _greedy_loop(zt, delta, num, select)
+    idx, radii, _ = _greedy_loop(zt, delta, num, select, progress)
     return idx, radii
 
 
-@functools.partial(jax.jit, static_argnames=("num", "exact_init", "mesh", "axis_name"))
-def _coreset_sharded(features, projection, starts, *, num, exact_init, mesh, axis_name):
+@functools.partial(jax.jit, static_argnames=("num", "exact_init", "mesh", "axis_name", "progress"))
+def _coreset_sharded(
+    features, projection, starts, *, num, exact_init, mesh, axis_name, progress=None
+):
     n = features.shape[0]
     shards = mesh.shape[axis_name]
     n_pad = -(-n // shards) * shards
@@ -275,7 +287,7 @@ def _coreset_sharded(features, projection, starts, *, num, exact_init, mesh, axi
             win = jnp.minimum(win, shards - 1)
             return gm, ks[win], rows[win]
 
-        idx, radii, _ = _greedy_loop(zt, delta, num, select)
+        idx, radii, _ = _greedy_loop(zt, delta, num, select, progress, shard == 0)
         return idx, radii
 
     if projection is None:
@@ -338,6 +350,7 @@ def greedy_coreset(
     return_radii: bool = False,
     mesh: Mesh | None = None,
     axis_name: str = "data",
+    progress: Callable[[int], None] | None = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Greedy k-center coreset indices in pick order.
 
@@ -366,6 +379,8 @@ def greedy_coreset(
         a local (max, first index) per shard and a global max via all-gather (ties: lowest
         global index). N need not divide the device count; padding rows are never picked.
         Indices are identical to the single-device run.
+      progress: optional host function called with the number of picks done, about every 1 %
+        of the loop (through ``jax.debug.callback``; one executable per distinct function).
 
     Returns:
       indices [M] int32 into ``features`` in pick order (duplicates possible when rows are
@@ -440,7 +455,9 @@ def greedy_coreset(
         starts = jnp.zeros((1,), jnp.int32)  # unused by the exact init
 
     if mesh is None:
-        idx, radii = _coreset_single(features, projection, starts, num=m, exact_init=exact_init)
+        idx, radii = _coreset_single(
+            features, projection, starts, num=m, exact_init=exact_init, progress=progress
+        )
     else:
         idx, radii = _coreset_sharded(
             features,
@@ -450,5 +467,6 @@ def greedy_coreset(
             exact_init=exact_init,
             mesh=mesh,
             axis_name=axis_name,
+            progress=progress,
         )
     return (idx, radii) if return_radii else idx

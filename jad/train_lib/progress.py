@@ -53,6 +53,11 @@ class Progress:
         self.n += k
         self._draw()
 
+    def set(self, n: int) -> None:
+        """Jump to ``n`` done (for callbacks that report a running count)."""
+        self.n = int(n)
+        self._draw()
+
     def _line(self) -> str:
         el = self.elapsed
         frac = self.n / self.total if self.total else 1.0

@@ -144,3 +144,21 @@ def test_coreset_size_and_errors():
         greedy_coreset(x, num=2, key=key, projection=np.zeros((3, 5), np.float32))
     with pytest.raises(ValueError, match="2-D"):
         greedy_coreset(np.zeros((0, 4), np.float32), num=1, key=key)
+
+
+def test_progress_callback_reports_and_changes_nothing():
+    import jax as _jax
+    import numpy as _np
+
+    from jad.ops import greedy_coreset as _gc
+
+    x = _np.random.default_rng(3).normal(size=(500, 64)).astype(_np.float32)
+    seen = []
+    key = _jax.random.PRNGKey(0)
+    plain = _np.asarray(_gc(x, num=200, key=key, projection_dim=16))
+    with_cb = _np.asarray(
+        _gc(x, num=200, key=key, projection_dim=16, progress=lambda n: seen.append(int(n)))
+    )
+    _jax.effects_barrier()
+    _np.testing.assert_array_equal(plain, with_cb)
+    assert seen == list(range(2, 201, 2)), seen[:5]

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m jad.benchmark {backbone,kernels,data,metrics,patchcore} [flags]``.
+"""Benchmarks: ``python -m jad.benchmark {backbone,kernels,data,metrics} [flags]``.
 
 Every benchmark measures jad against a peer (torch, faiss-cpu, numpy, PIL, scikit-learn) in the
 same process and prints the ratio; none of them asserts a time.
@@ -14,7 +14,6 @@ COMMANDS = {
     "kernels": "jad.benchmarks.kernels",
     "data": "jad.benchmarks.data",
     "metrics": "jad.benchmarks.metrics",
-    "patchcore": "jad.benchmarks.patchcore",
 }
 
 

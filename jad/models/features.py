@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jad import ops
 from jad.models.wide_resnet import ResNet, stage_hw
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -150,29 +151,12 @@ def _apply_plan(x: jax.Array, plan: LayerPlan) -> jax.Array:
     return jnp.sum(win * jnp.asarray(plan.w, x.dtype), axis=-1)
 
 
-@functools.lru_cache(maxsize=64)
-def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """[n_out, n_in] float32 interpolation weights of torch ``F.interpolate(mode="bilinear",
-    align_corners=False)`` along one axis (no antialias, any ratio): src = (dst + .5) n_in/n_out - .5,
-    clamped at 0; taps floor(src) and min(floor(src) + 1, n_in - 1)."""
-    m = np.zeros((n_out, n_in), np.float64)
-    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = np.floor(src).astype(np.int64)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    lam = src - i0
-    np.add.at(m, (np.arange(n_out), i0), 1.0 - lam)
-    np.add.at(m, (np.arange(n_out), i1), lam)
-    return m.astype(np.float32)
-
-
 def resize_bilinear(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
-    """torch bilinear resize (align_corners=False, no antialias) of [B,h,w,C] to [B,H,W,C]."""
+    """torch bilinear resize (align_corners=False, no antialias) of [B,h,w,C] to [B,H,W,C]
+    (``jad.ops.resize_bilinear``; identity when the size already matches)."""
     if tuple(x.shape[1:3]) == tuple(hw):
         return x
-    my = jnp.asarray(bilinear_matrix(x.shape[1], hw[0]))
-    mx = jnp.asarray(bilinear_matrix(x.shape[2], hw[1]))
-    x = jnp.einsum("Yy,byxc->bYxc", my, x, precision=HIGHEST)
-    return jnp.einsum("Xx,bYxc->bYXc", mx, x, precision=HIGHEST)
+    return ops.resize_bilinear(x, tuple(hw)).astype(x.dtype)
 
 
 def aggregate_patch_features(

@@ -27,19 +27,12 @@ import ml_collections
 import numpy as np
 
 from jad.methods.common import FitContext, Method, build_method
+from jad.metrics import KEYS
 from jad.train_lib import checkpoint, heatmaps
 from jad.train_lib.errors import UserError
 from jad.train_lib.progress import Progress
 
-METRIC_KEYS = (
-    "image_auroc",
-    "pixel_auroc",
-    "aupro",
-    "image_f1_max",
-    "pixel_f1_max",
-    "image_ap",
-    "pixel_ap",
-)
+METRIC_KEYS = KEYS  # the seven metric keys of results.json, defined by jad.metrics
 
 
 def log(msg: str) -> None:

@@ -22,7 +22,6 @@ from model_helpers import random_state_dict
 from jad.models import convert
 from jad.models.features import (
     aggregate_patch_features,
-    bilinear_matrix,
     feature_grid,
     make_feature_fn,
     patchcore_features,
@@ -30,6 +29,7 @@ from jad.models.features import (
     resize_bilinear,
 )
 from jad.models.wide_resnet import ARCHS
+from jad.ops import bilinear_matrix
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_bilinear_matches_torch(n_in, n_out):
     )
     got = resize_bilinear(jnp.asarray(x.transpose(0, 2, 3, 1)), (n_out, n_out))
     np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), ref.numpy(), atol=1e-6)
-    np.testing.assert_allclose(bilinear_matrix(n_in, n_out).sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(bilinear_matrix(n_out, n_in).sum(1), 1.0, atol=1e-6)
 
 
 def test_feature_grid():

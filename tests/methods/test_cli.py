@@ -127,3 +127,16 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
     assert any(r["mask"] for r in pred["predictions"])  # masks found next to the defective images
     p = run("jad.predict", f"--workdir={w}", f"--images={tmp_path / 'nothing_here'}")
     assert "no images found" in one_error_line(p)
+
+
+def test_unknown_category_and_bad_mask_mode(tmp_path, small_synthetic):
+    base = ["jad.train", "--config=configs/patchcore_synthetic.py", f"--workdir={tmp_path / 'w'}"]
+    line = one_error_line(
+        run(*base, f"--config.data.root={small_synthetic}", "--config.data.categories=nope")
+    )
+    assert "unknown category 'nope'" in line and "disc" in line
+    line = one_error_line(
+        run(*base, f"--config.data.root={small_synthetic}", "--config.data.mask_mode=fuzzy")
+    )
+    assert "mask_mode" in line or "fuzzy" in line
+    assert not (tmp_path / "w" / "disc" / "checkpoint").exists()

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
+from jad.data.layouts import IMAGE_EXTENSIONS
 from jad.train_lib import cli
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A folder written by jad.train.", required=True)
 _IMAGES = flags.DEFINE_string(
@@ -69,12 +68,10 @@ def mvtec_mask_for(image_path: str) -> str | None:
 
 
 def pick_category(workdir: Path, requested: str | None) -> str:
-    from jad.train_lib import checkpoint
     from jad.train_lib.errors import UserError
+    from jad.train_lib.runner import trained_categories
 
-    found = sorted(
-        p.parent.name for p in workdir.glob("*/checkpoint") if checkpoint.latest_step(p) is not None
-    )
+    found = trained_categories(workdir)
     if not found:
         raise UserError(
             f"no trained model under {workdir} (run jad.train with --workdir={workdir} first)"

@@ -369,6 +369,15 @@ def train_and_evaluate(config, workdir: Path, *, progress: bool = True) -> dict[
     return results
 
 
+def trained_categories(workdir: Path) -> list[str]:
+    """Sorted names of the categories that have a checkpoint under ``workdir``."""
+    return sorted(
+        p.parent.name
+        for p in Path(workdir).glob("*/checkpoint")
+        if checkpoint.latest_step(p) is not None
+    )
+
+
 def evaluate_workdir(
     workdir: Path, *, categories: list[str] | None = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -378,9 +387,7 @@ def evaluate_workdir(
         raise UserError(
             f"workdir {workdir} does not exist (train first: python -m jad.train --workdir={workdir} ...)"
         )
-    found = sorted(
-        p.parent.name for p in workdir.glob("*/checkpoint") if checkpoint.latest_step(p) is not None
-    )
+    found = trained_categories(workdir)
     if not found:
         raise UserError(
             f"no checkpoints under {workdir}/<category>/checkpoint (train first with jad.train)"

@@ -31,7 +31,7 @@ _BATCH = flags.DEFINE_integer("batch_size", 8, "Images per batch.")
 
 
 def find_images(spec: str) -> list[str]:
-    from jad.train_lib.errors import UserError
+    from jad.utils.errors import UserError
 
     p = Path(spec).expanduser()
     if p.is_dir():
@@ -68,8 +68,8 @@ def mvtec_mask_for(image_path: str) -> str | None:
 
 
 def pick_category(workdir: Path, requested: str | None) -> str:
-    from jad.train_lib.errors import UserError
     from jad.train_lib.runner import trained_categories
+    from jad.utils.errors import UserError
 
     found = trained_categories(workdir)
     if not found:
@@ -96,8 +96,9 @@ def main(argv: list[str]) -> int:
     from jad import data as jdata
     from jad.methods.common import build_method
     from jad.train_lib import checkpoint, heatmaps, runner
-    from jad.train_lib.errors import UserError
     from jad.train_lib.progress import Progress
+    from jad.utils.atomic import write_json
+    from jad.utils.errors import UserError
 
     workdir = Path(_WORKDIR.value)
     if not workdir.is_dir():
@@ -131,14 +132,14 @@ def main(argv: list[str]) -> int:
             out_dir / heatmaps.heatmap_name(f, j),
         )
         records.append({"path": f, "image_score": s, "heatmap": str(png), "mask": mask_path})
-    runner.write_json(
+    write_json(
+        out_dir / "predictions.json",
         {
             "workdir": str(workdir),
             "category": category,
             "colour_scale": [vmin, vmax],
             "predictions": records,
         },
-        out_dir / "predictions.json",
     )
     for r in records:
         print(f"{r['image_score']:12.5f}  {r['path']}")

@@ -15,6 +15,7 @@ Modules: ``layouts`` (scanners, :class:`Record`), ``preprocess`` (official trans
 
 from __future__ import annotations
 
+from jad.data.cache import cache_dir
 from jad.data.errors import DatasetError
 from jad.data.layouts import (
     DATASETS,
@@ -50,6 +51,7 @@ __all__ = [
     "Loader",
     "Preprocess",
     "Record",
+    "cache_dir",
     "collate",
     "decode_record",
     "decode_tfds",

@@ -20,8 +20,8 @@ version) and keeps one prepared copy per fingerprint at
 ``<data_dir>/<dataset>/<category>-<fingerprint[:16]>/`` (a tfds ``data_dir``). A changed tree has
 a new fingerprint, so a stale copy is never read; after a successful rebuild the older copies of the
 same root and category are deleted. A copy is prepared in a temporary sibling folder and renamed
-into place, so a half-written copy is never visible. ``data_dir`` defaults to ``$JAD_DATA_DIR`` or
-``~/.cache/jad/tfds``.
+into place, so a half-written copy is never visible. ``data_dir`` defaults to
+``<jad.data.cache_dir()>/tfds`` (``$JAD_DATA_DIR/tfds``, else ``~/.cache/jad/tfds``).
 """
 
 from __future__ import annotations
@@ -36,16 +36,17 @@ import os
 import re
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from jad.data.cache import cache_dir
 from jad.data.errors import DatasetError
 from jad.data.layouts import KNOWN_CATEGORIES, Record, check_dataset_name, scan
 from jad.data.preprocess import open_image
+from jad.utils.atomic import atomic_dir
 
 _log = logging.getLogger(__name__)
 _VERSION = "1.0.0"
@@ -56,8 +57,8 @@ Download the dataset yourself (its licence forbids redistribution) and pass its 
 
 
 def default_data_dir() -> Path:
-    """``$JAD_DATA_DIR`` if set, else ``~/.cache/jad/tfds``."""
-    return Path(os.environ.get("JAD_DATA_DIR") or "~/.cache/jad/tfds").expanduser()
+    """Where prepared copies live by default: ``<jad.data.cache_dir()>/tfds``."""
+    return cache_dir() / "tfds"
 
 
 def _config_name(category: str) -> str:
@@ -297,9 +298,7 @@ def prepare(
     info = dict(dataset=name, category=category, root=str(root), fingerprint=fp)
     if (final / "source.json").is_file():
         return Prepared(**info, tfds_data_dir=final)
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = base / f".tmp-{stem}-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_dir(final, keep_existing=lambda p: (p / "source.json").is_file()) as tmp:
         cls = BUILDERS[name]
         with _quiet():
             builder = cls(config=_config_for(cls, category), data_dir=str(tmp), records=records)
@@ -311,13 +310,6 @@ def prepare(
         (tmp / "source.json").write_text(
             json.dumps({**info, "counts": counts, "created": time.time()}, indent=1)
         )
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "source.json").is_file():  # not just a lost race with a twin
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     # Delete older copies of the same root + category (their tree has changed since).
     for old in base.glob(f"{stem}-*"):
         if old == final:

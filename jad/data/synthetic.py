@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from jad.data.errors import DatasetError
+from jad.utils.atomic import atomic_dir
 
 CATEGORIES = ("weave", "disc")
 DEFECTS = {"weave": ("hole", "scratch", "stain"), "disc": ("missing", "scratch", "stain")}
@@ -280,28 +279,12 @@ def _build(root: Path, params: dict) -> Path:
             raise DatasetError(
                 f"{root} exists and is not a jad synthetic dataset; pass a new or empty folder."
             )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_dir(root, keep_existing=lambda p: _is_complete(p, params)) as tmp:
         for ci, cat in enumerate(CATEGORIES):
             if cat in params["categories"]:
                 _write_category(tmp / cat, cat, ci, params["seed"], params)
         meta = {"params": params, "files": _file_table(tmp)}
         (tmp / MARKER).write_text(json.dumps(meta, indent=1, sort_keys=True))
-        if root.exists():  # an older / incomplete jad tree: swap it out
-            trash = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(root, trash)
-            os.rename(tmp, root)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            try:
-                os.rename(tmp, root)
-            except OSError:
-                if not _is_complete(root, params):  # lost a race against another writer
-                    raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

@@ -74,7 +74,7 @@ def available_methods() -> list[str]:
 
 def build_method(config) -> Method:
     """Build the method named by ``config.method`` from the full run config."""
-    from jad.train_lib.errors import UserError
+    from jad.utils.errors import UserError
 
     name = str(config.method)
     if name not in _REGISTRY:

@@ -216,7 +216,7 @@ class PatchCore:
                 chunks.append(np.asarray(f).reshape(-1, f.shape[-1]))
                 bar.update(1)
         if not chunks:
-            from jad.train_lib.errors import UserError
+            from jad.utils.errors import UserError
 
             raise UserError("the training split has no images; nothing to build a memory bank from")
         feats = np.concatenate(chunks, axis=0)
@@ -296,11 +296,12 @@ class PatchCore:
 def load_configured_backbone(config):
     """(module, variables) for ``config.backbone``; replays the official load-time BN update if asked."""
     from jad.models import load_backbone
+    from jad.models.pretrained import parse_dtype
 
     bb = config.backbone
-    dtype = jnp.bfloat16 if str(bb.get("dtype", "float32")) == "bfloat16" else jnp.float32
+    dtype = parse_dtype(bb.get("dtype", "float32"))
     module, variables = load_backbone(
-        str(bb.weights) or None, arch=str(bb.arch), seed=int(config.seed), dtype=dtype
+        str(bb.weights), arch=str(bb.arch), seed=int(config.seed), dtype=dtype
     )
     if bb.get("replay_load_bn_update", False):
         from jad.models.features import replay_load_bn_update

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from jad.metrics.accumulator import PixelAccumulator
 from jad.metrics.errors import MetricError
 from jad.metrics.pro import check_pixel_arrays
 from jad.metrics.ranking import ranking_metrics
+from jad.utils.atomic import dumps_json, write_text
 
 #: Result keys in table order; all are fractions in [0, 1] (pixel keys None without masks).
 KEYS = (
@@ -155,18 +154,6 @@ def format_table(results: Mapping[str, Mapping[str, float | None]], digits: int 
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_results(
     results: Mapping[str, Mapping[str, float | None]],
     out_dir: str | os.PathLike,
@@ -185,12 +172,12 @@ def write_results(
     out.mkdir(parents=True, exist_ok=True)
     res = results if MEAN in results else summarize(results)
     json_path, csv_path = out / f"{stem}.json", out / f"{stem}.csv"
-    _atomic_write(json_path, json.dumps(res, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    write_text(json_path, dumps_json(res))
     cols = _columns(res)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["category", *cols])
     for name, row in res.items():
         writer.writerow([name, *("" if row.get(c) is None else repr(float(row[c])) for c in cols)])
-    _atomic_write(csv_path, buf.getvalue())
+    write_text(csv_path, buf.getvalue())
     return json_path, csv_path

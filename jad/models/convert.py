@@ -24,13 +24,10 @@ existing good output is only replaced after the new one is complete)::
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
-import shutil
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from jad.models.wide_resnet import BLOCKS, EXPANSION, PLANES
+from jad.utils.atomic import atomic_dir, write_json
 
 ARCH_WIDTH = {"wide_resnet50_2": 128, "resnet50": 64}
 METADATA_FORMAT = "jad-backbone-v1"
@@ -470,21 +468,7 @@ def convert_file(
         "warnings": warnings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = out.parent / f".{out.name}.tmp-{tag}"
-    old = out.parent / f".{out.name}.old-{tag}"
-    try:
-        tmp.mkdir()
+    with atomic_dir(out) as tmp:
         save_variables(tmp / "variables", variables)
-        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        write_json(tmp / "metadata.json", meta)
     return meta

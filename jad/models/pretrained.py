@@ -42,8 +42,26 @@ def _check_arch(arch: str) -> None:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}.")
 
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def parse_dtype(name: str) -> Any:
+    """``"float32"`` / ``"bfloat16"`` -> the jnp dtype; anything else is a one-line error."""
+    from jad.utils.errors import UserError
+
+    if str(name) not in DTYPES:
+        raise UserError(f"backbone.dtype={name!r} is not supported; use one of {', '.join(DTYPES)}")
+    return DTYPES[str(name)]
+
+
 def resolve_weights_dir(path_or_name: str | os.PathLike | None, arch: str) -> Path:
-    """Explicit folder path as is; a bare name (or None -> ``arch``) under ``$JAD_WEIGHTS_DIR``."""
+    """Explicit folder path as is; a bare name, or None / "" (-> ``arch``), under ``$JAD_WEIGHTS_DIR``.
+
+    This is the one place that interprets ``backbone.weights`` (``load_backbone`` and
+    ``weights_info`` both call it): an empty value never means the current directory.
+    """
+    if path_or_name is not None and str(path_or_name).strip() == "":
+        path_or_name = None
     if path_or_name is not None:
         p = Path(path_or_name)
         if p.is_dir() or len(p.parts) > 1 or p.is_absolute():

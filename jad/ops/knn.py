@@ -3,7 +3,15 @@
 Distances are ``max(||q||^2 - 2 q.b + ||b||^2, 0)`` in float32 (the faiss ``IndexFlatL2`` /
 PatchCore form). Memory is O(Q.k + query_block.block) beyond the inputs: the [Q, N] distance
 matrix is never built. Ties are broken towards the lowest bank index, also across blocks and
-devices, so results do not depend on the block sizes or on the number of shards.
+devices.
+
+Bit-identical on any number of shards: XLA:CPU's matmul rounding depends on the shape of the
+block (and, through the ISA-specific kernels it selects, differently on AVX2 and AVX-512), so
+every bank row is always multiplied in a block of the same ``nbs`` rows at the same position:
+``nbs`` is a function of the bank size only (:func:`auto_block_size`), blocks start at multiples
+of ``nbs`` on one device, and on a mesh every shard holds whole blocks (the bank is padded to
+``shards * sharded_rows(...)`` rows). Norms are computed per block, so their rounding does not
+depend on the shard width either.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from jax.sharding import PartitionSpec as P
 
 from jad.ops.distances import HIGHEST, Precision
 
-DEFAULT_BLOCK = 2048  # bank rows per step; [query_block, block] f32 tile = 8 MiB (measured best)
+DEFAULT_BLOCK = 2048  # most bank rows per step; [query_block, block] f32 tile = 8 MiB
+_MIN_BLOCK = 256
 DEFAULT_QUERY_BLOCK = 1024
 _BIG_INDEX = np.iinfo(np.int32).max
 
@@ -60,45 +69,65 @@ def validate_knn_args(queries, bank, k: int) -> None:
         )
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def auto_block_size(n: int, block_size: int | None = None) -> int:
+    """Bank rows per block for a bank of ``n`` rows: a function of ``n`` only, never of the shard
+    count, so a row meets the same matmul shape and position on 1 or 8 devices.
+
+    XLA:CPU's matmul rounding depends on the block's row count (and on the ISA's kernels: on an
+    AVX2-only CPU a 27-row block rounds differently from a 216-row one where AVX-512 happens to
+    agree), but not on a row's position inside a block of a given size. Default: about n / 64
+    rounded up to a multiple of 128, between 256 and 2048, so that padding every shard to whole
+    blocks costs at most ~1/8 extra rows on 8 devices.
+    """
+    cap = _cdiv(n, 8) * 8  # a bank smaller than a block is padded to a multiple of 8 rows only
+    if block_size is None:
+        block_size = min(DEFAULT_BLOCK, max(_MIN_BLOCK, _cdiv(_cdiv(n, 64), 128) * 128))
+    return int(min(block_size, cap))
+
+
 def _block_topk(
     q: jax.Array,
     bank: jax.Array,
-    bn: jax.Array,
     k: int,
+    n_valid: int,
     offset,
     nbs: int,
     precision,
-    compute_dtype,
 ) -> tuple[jax.Array, jax.Array]:
     """k smallest distances of one query block against all local bank rows.
+
+    The local bank is cut into blocks of exactly ``nbs`` rows starting at local row 0; the rows
+    past the last full block form one zero-padded tail block (a copy of < nbs rows, never of
+    the bank). Norms are computed per block (a fixed [nbs, D] reduction).
 
     Args:
       q: [qb, D] queries (float32 or compute_dtype).
       bank: [Nl, D] local bank rows.
-      bn: [Nl] float32 squared norms, +inf for rows that must never be returned (padding).
       k: neighbours to keep (<= number of real rows overall).
+      n_valid: rows with a global index >= n_valid are padding and never returned.
       offset: global index of local row 0 (int32 scalar, may be traced).
-      nbs: bank rows per block (<= Nl).
+      nbs: bank rows per block.
 
     Returns:
       ([qb, k] float32 ascending, [qb, k] int32 global indices; lowest index on ties).
     """
     qb = q.shape[0]
     nl = bank.shape[0]
-    nblocks = -(-nl // nbs)
+    nfull, tail = divmod(nl, nbs)
     qf = q.astype(jnp.float32)
     qn = jnp.sum(qf * qf, axis=1)
     kk = min(k, nbs)
     local_iota = jnp.arange(nbs, dtype=jnp.int32)
 
-    def body(carry, j):
+    def step(carry, blk, start):
         best_d, best_i = carry
-        # The last block is shifted back to end at nl (no padded copy of the bank); rows it
-        # shares with the previous block are masked out by an infinite norm.
-        start = jnp.minimum(j * nbs, nl - nbs)
-        blk = lax.dynamic_slice_in_dim(bank, start, nbs, axis=0)
-        bnb = lax.dynamic_slice_in_dim(bn, start, nbs, axis=0)
-        bnb = jnp.where(start + local_iota >= j * nbs, bnb, jnp.inf)
+        bnb = jnp.sum(jnp.square(blk.astype(jnp.float32)), axis=1)
+        gstart = offset + start
+        bnb = jnp.where(gstart + local_iota < n_valid, bnb, jnp.inf)
         ip = lax.dot_general(
             q,
             blk,
@@ -107,7 +136,6 @@ def _block_topk(
             preferred_element_type=jnp.float32,
         )
         d = qn[:, None] + bnb[None, :] - 2.0 * ip
-        gstart = start + offset
         if k == 1:
             # min, then the first column equal to it: two vectorised reductions, much faster
             # on CPU than a variadic argmin reduce.
@@ -118,21 +146,29 @@ def _block_topk(
             better = m < best_d[:, 0]  # strict: the earlier (lower-index) block wins ties
             new_d = jnp.where(better, m, best_d[:, 0])[:, None]
             new_i = jnp.where(better, a + gstart, best_i[:, 0])[:, None]
-            return (new_d, new_i), None
+            return new_d, new_i
         # +0.0 for every clamped value: top_k orders -0.0 and +0.0 differently.
         d = jnp.where(d <= 0.0, 0.0, d)
         neg, a = lax.top_k(-d, kk)  # stable: lowest column first among equal values
         cand_d = jnp.concatenate([best_d, -neg], axis=1)
         cand_i = jnp.concatenate([best_i, a + gstart], axis=1)
         cand_d, cand_i = lax.sort((cand_d, cand_i), dimension=1, num_keys=2)
-        return (cand_d[:, :k], cand_i[:, :k]), None
+        return cand_d[:, :k], cand_i[:, :k]
 
-    init = (
+    def body(carry, j):
+        start = j * nbs
+        return step(carry, lax.dynamic_slice_in_dim(bank, start, nbs, axis=0), start), None
+
+    carry = (
         jnp.full((qb, k), jnp.inf, jnp.float32),
         jnp.full((qb, k), _BIG_INDEX, jnp.int32),
     )
-    (best_d, best_i), _ = lax.scan(body, init, jnp.arange(nblocks, dtype=jnp.int32))
-    return best_d, best_i
+    if nfull:
+        carry, _ = lax.scan(body, carry, jnp.arange(nfull, dtype=jnp.int32))
+    if tail:
+        blk = jnp.pad(lax.slice_in_dim(bank, nfull * nbs, nl), ((0, nbs - tail), (0, 0)))
+        carry = step(carry, blk, nfull * nbs)
+    return carry
 
 
 def _local_knn(
@@ -153,21 +189,17 @@ def _local_knn(
     Returns ([Q, k] float32, [Q, k] int32).
     """
     nq_rows = queries.shape[0]
-    nl = bank.shape[0]
     qbs = min(qbs, nq_rows)
-    nbs = min(nbs, nl)
     if compute_dtype is not None:
         queries = queries.astype(compute_dtype)
-    bnk = bank.astype(compute_dtype) if compute_dtype is not None else bank
-    bn = jnp.sum(jnp.square(bnk.astype(jnp.float32)), axis=1)
-    bn = jnp.where(offset + jnp.arange(nl, dtype=jnp.int32) < n_valid, bn, jnp.inf)
+        bank = bank.astype(compute_dtype)
     nqb = -(-nq_rows // qbs)
 
     def one_query_block(i, out):
         out_d, out_i = out
         qs = jnp.minimum(i * qbs, nq_rows - qbs)  # last block shifted back; overlap rewritten
         qblk = lax.dynamic_slice_in_dim(queries, qs, qbs, axis=0)
-        bd, bi = _block_topk(qblk, bnk, bn, k, offset, nbs, precision, compute_dtype)
+        bd, bi = _block_topk(qblk, bank, k, n_valid, offset, nbs, precision)
         out_d = lax.dynamic_update_slice_in_dim(out_d, bd, qs, axis=0)
         out_i = lax.dynamic_update_slice_in_dim(out_i, bi, qs, axis=0)
         return out_d, out_i
@@ -193,6 +225,11 @@ def merge_topk(dists: jax.Array, indices: jax.Array, k: int) -> tuple[jax.Array,
     return d[:, :k], i[:, :k]
 
 
+def sharded_rows(n: int, shards: int, nbs: int) -> int:
+    """Rows per shard: ceil(n / shards) rounded up to whole blocks of ``nbs`` rows."""
+    return _cdiv(_cdiv(n, shards), nbs) * nbs
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("k", "qbs", "nbs", "precision", "compute_dtype", "mesh", "axis_name"),
@@ -213,11 +250,14 @@ def _knn_impl(queries, bank, *, k, qbs, nbs, precision, compute_dtype, mesh, axi
         )
     else:
         shards = mesh.shape[axis_name]
-        n_pad = -(-n // shards) * shards
+        # Every shard holds whole blocks, so global row g sits at position g % nbs of a block
+        # of nbs rows on any shard count: the matmul rounding of every distance is the same as
+        # on one device and the merged results are bit-identical.
+        nl = sharded_rows(n, shards, nbs)
+        n_pad = nl * shards
         if n_pad != n:
             bank = jnp.pad(bank, ((0, n_pad - n), (0, 0)))
         bank = lax.with_sharding_constraint(bank, jax.sharding.NamedSharding(mesh, P(axis_name)))
-        nl = n_pad // shards
 
         def per_shard(q, b):
             offset = lax.axis_index(axis_name).astype(jnp.int32) * nl
@@ -264,14 +304,17 @@ def knn(
     """Exact k nearest bank rows of every query (squared Euclidean distance).
 
     Streams over bank blocks with a running top-k merge and over query blocks, so peak extra
-    memory is O(Q.k + query_block_size.block_size). The bank is never padded or copied on a
-    single device (the last block is shifted back and its overlap masked).
+    memory is O(Q.k + query_block_size.block_size). On a single device the bank is never
+    copied (only the rows past the last full block are, into one zero-padded tail block); on a
+    mesh it is padded once to whole blocks per shard (at most one block per shard).
 
     Args:
       queries: [Q, D] floating array.
       bank: [N, D] floating array (the memory bank); may be sharded by rows.
       k: neighbours per query, 1 <= k <= N.
-      block_size: bank rows per step (default 2048).
+      block_size: bank rows per step (default: ``auto_block_size(N)``, about N / 64 between
+        256 and 2048). Part of the result's identity: the same block size gives bit-identical
+        results on any shard count, different block sizes may differ in the last float bits.
       query_block_size: queries per step (default 1024).
       precision: matmul precision (default HIGHEST: exact float32 products everywhere).
       compute_dtype: None (float32) or e.g. ``jnp.bfloat16``: inputs rounded to it, float32
@@ -305,7 +348,7 @@ def knn(
         bank,
         k=int(k),
         qbs=int(query_block_size or DEFAULT_QUERY_BLOCK),
-        nbs=int(block_size or DEFAULT_BLOCK),
+        nbs=auto_block_size(int(bank.shape[0]), block_size),
         precision=precision,
         compute_dtype=_canon_dtype(compute_dtype),
         mesh=mesh,

@@ -13,7 +13,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-from jad.train_lib.errors import UserError
+from jad.utils.errors import UserError
 
 
 def _manager(directory: Path, *, create: bool) -> ocp.CheckpointManager:
@@ -42,6 +42,25 @@ def latest_step(directory: Path) -> int | None:
     step = mgr.latest_step()
     mgr.close()
     return step
+
+
+def read_meta(directory: Path, *, step: int | None = None) -> dict[str, Any]:
+    """Only the JSON ``meta`` of checkpoint ``step`` (default: the latest); no arrays are read."""
+    directory = Path(directory)
+    step = latest_step(directory) if step is None else step
+    if step is None:
+        raise UserError(f"no checkpoint found in {directory}")
+    mgr = _manager(directory, create=False)
+    try:
+        out = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001 - a damaged checkpoint is a user-facing problem
+        raise UserError(
+            f"checkpoint metadata in {directory / str(step)} could not be read "
+            f"({type(e).__name__}: {e})"
+        ) from e
+    finally:
+        mgr.close()
+    return dict(out["meta"])
 
 
 def restore(directory: Path, *, step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:

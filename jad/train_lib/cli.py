@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
-from jad.train_lib.errors import UserError, user_error_types
+from jad.utils.errors import UserError, user_error_types
 
 _OVERRIDE = re.compile(r"^--?config\.([A-Za-z0-9_.]+)(=.*)?$")
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+from jad.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from jad.utils.atomic import atomic_file
 
 # A perceptually ordered dark-blue -> cyan -> yellow -> red ramp (anchor colours, interpolated).
 _ANCHORS = np.array(
@@ -78,18 +76,10 @@ def panel(
 
 
 def save_png(array: np.ndarray, path: Path) -> Path:
-    """Atomic PNG write (temp file in the same folder + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Atomic PNG write (``jad.utils.atomic``)."""
+    with atomic_file(path, "wb") as f:
+        Image.fromarray(array).save(f, format="PNG")
+    return Path(path)
 
 
 def heatmap_name(image_path: str, index: int) -> str:

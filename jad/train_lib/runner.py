@@ -13,10 +13,8 @@ Method-agnostic: it only uses the protocol in ``jad.methods.common`` and the loa
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -29,8 +27,9 @@ import numpy as np
 from jad.methods.common import FitContext, Method, build_method
 from jad.metrics import KEYS
 from jad.train_lib import checkpoint, heatmaps
-from jad.train_lib.errors import UserError
 from jad.train_lib.progress import Progress
+from jad.utils.atomic import write_json
+from jad.utils.errors import UserError
 
 METRIC_KEYS = KEYS  # the seven metric keys of results.json, defined by jad.metrics
 
@@ -65,9 +64,10 @@ def dataset_root(config) -> Path:
     name = str(config.data.name)
     root = str(config.data.get("root", "") or "")
     if name == "synthetic" and not root:
+        from jad import data as jdata
         from jad.data import synthetic
 
-        default = Path(os.environ.get("JAD_DATA_DIR", Path.home() / ".cache" / "jad")) / "synthetic"
+        default = jdata.cache_dir() / "synthetic"
         return Path(
             synthetic.ensure(
                 default / f"seed{int(config.data.get('synthetic_seed', 0))}",
@@ -134,28 +134,6 @@ def category_key(seed: int, category: str) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(category.encode()) & 0x7FFFFFFF)
 
 
-def write_json(obj: Any, path: Path) -> Path:
-    """Atomic JSON write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
 def weights_provenance(config) -> dict[str, Any]:
     from jad.models.pretrained import weights_info
 
@@ -169,6 +147,20 @@ def weights_provenance(config) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+def check_workdir(config, workdir: Path, categories: list[str]) -> None:
+    """Refuses (before anything is written) a workdir whose fitted categories used another config."""
+    signature = fit_signature(config)
+    for category in categories:
+        ckpt_dir = Path(workdir) / category / "checkpoint"
+        if checkpoint.latest_step(ckpt_dir) is None:
+            continue
+        if checkpoint.read_meta(ckpt_dir).get("fit_signature") != signature:
+            raise UserError(
+                f"{ckpt_dir} holds a model fitted with a different config; use a new --workdir "
+                f"(nothing was overwritten)"
+            )
+
+
 def fit_or_restore(
     method: Method, config, root: Path, category: str, workdir: Path, *, progress: bool = True
 ):
@@ -176,12 +168,8 @@ def fit_or_restore(
     ckpt_dir = workdir / category / "checkpoint"
     signature = fit_signature(config)
     if checkpoint.latest_step(ckpt_dir) is not None:
+        check_workdir(config, workdir, [category])
         state, meta = checkpoint.restore(ckpt_dir)
-        if meta.get("fit_signature") != signature:
-            raise UserError(
-                f"{ckpt_dir} holds a model fitted with a different config; use a new --workdir "
-                f"(nothing was overwritten)"
-            )
         log(f"[{category}] restored fitted state from {ckpt_dir}")
         return state, meta["fit_info"]
     train = make_loader(config, root, category, "train")
@@ -268,7 +256,7 @@ def evaluate_category(
     extra["image_scores"] = {p: float(s) for p, s in zip(paths, scores, strict=True)}
     timings = {
         "test_s": t_test,
-        "test_images_per_s": n / t_test if t_test > 0 else float("nan"),
+        "test_images_per_s": n / t_test if t_test > 0 else None,
         "metrics_s": t_metrics,
     }
     return metrics, timings, extra
@@ -325,15 +313,16 @@ def train_and_evaluate(config, workdir: Path, *, progress: bool = True) -> dict[
     t_start = time.perf_counter()
     root = dataset_root(config)
     categories = resolve_categories(config, root)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(config_to_dict(config), workdir / "config.json")
+    check_workdir(config, workdir, categories)
     provenance = weights_provenance(config)
     if provenance.get("random"):
         log(
             "WARNING: backbone weights are RANDOM (backbone.weights=random): numbers are not comparable "
             "with published results. Convert real weights with `python -m jad.convert`."
         )
-    method = build_method(config)
+    method = build_method(config)  # validates the method's config before anything is written
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / "config.json", config_to_dict(config))
     per_cat: dict[str, dict[str, float | None]] = {}
     timings: dict[str, dict[str, float]] = {}
     extras: dict[str, Any] = {}
@@ -364,7 +353,7 @@ def train_and_evaluate(config, workdir: Path, *, progress: bool = True) -> dict[
         "config": config_to_dict(config),
         "run": run_info(),
     }
-    write_json(results, workdir / "results.json")
+    write_json(workdir / "results.json", results)
     _write_tables(workdir, summary)
     return results
 
@@ -415,6 +404,6 @@ def evaluate_workdir(
         timings[category] = t_eval
     summary = _summary(per_cat)
     out = {"metrics": summary, "timings": timings, "run": run_info()}
-    write_json(out, workdir / "eval_results.json")
+    write_json(workdir / "eval_results.json", out)
     _write_tables(workdir, summary, stem="eval_metrics")
     return out

@@ -86,10 +86,20 @@ def test_prepared_once_and_rebuilt_when_the_tree_changes(tmp_path, mvtec_root):
     assert data.prepare("folder", mvtec_root, "bottle", data_dir=dd).fingerprint != p3.fingerprint
 
 
-def test_default_data_dir_env(monkeypatch, tmp_path):
+def test_jad_data_dir_has_one_meaning(monkeypatch, tmp_path):
+    """$JAD_DATA_DIR is jad's cache root: tfds copies in tfds/, generated sets in synthetic/."""
+    from jad.config_base import patchcore
+    from jad.train_lib import runner
+
     monkeypatch.setenv("JAD_DATA_DIR", str(tmp_path / "env"))
-    assert data.default_data_dir() == tmp_path / "env"
+    assert data.cache_dir() == tmp_path / "env"
+    assert data.default_data_dir() == tmp_path / "env" / "tfds"
+    config = patchcore("synthetic")
+    config.data.synthetic_seed = 5
+    monkeypatch.setattr(data.synthetic, "ensure", lambda path, seed: path)  # no generation
+    assert runner.dataset_root(config) == tmp_path / "env" / "synthetic" / "seed5"
     monkeypatch.delenv("JAD_DATA_DIR")
+    assert data.cache_dir() == Path("~/.cache/jad").expanduser()
     assert data.default_data_dir() == Path("~/.cache/jad/tfds").expanduser()
 
 

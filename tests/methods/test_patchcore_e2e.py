@@ -10,7 +10,7 @@ from patchcore_testutil import fast_config
 from jad.methods import FitContext
 from jad.methods.patchcore import PatchCore
 from jad.train_lib import checkpoint, runner
-from jad.train_lib.errors import UserError
+from jad.utils.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +68,31 @@ def test_rerun_restores_and_refuses_other_config(trained):
     before = (workdir / "weave" / "checkpoint").stat().st_mtime_ns
     again = runner.train_and_evaluate(config, workdir, progress=False)
     assert again["metrics"]["weave"] == results["metrics"]["weave"]
+    written = {p: p.read_bytes() for p in workdir.glob("*.json")}
+    assert set(written) >= {workdir / "config.json", workdir / "results.json"}
     other = fast_config(config.data.root, **{"patchcore.coreset_ratio": 0.5})
-    with pytest.raises(UserError, match="different config"):
+    with pytest.raises(UserError, match="different config.*nothing was overwritten"):
         runner.train_and_evaluate(other, workdir, progress=False)
     assert (workdir / "weave" / "checkpoint").stat().st_mtime_ns == before
+    # "nothing was overwritten" is true: config.json and results.json are byte-identical
+    assert {p: p.read_bytes() for p in workdir.glob("*.json")} == written
     state, meta = checkpoint.restore(workdir / "weave" / "checkpoint")
     assert meta["fit_signature"] == runner.fit_signature(config)
+
+
+def test_bad_backbone_dtype_is_one_clear_error_before_anything_is_written(
+    small_synthetic, tmp_path
+):
+    config = fast_config(small_synthetic, **{"backbone.dtype": "float16"})
+    with pytest.raises(UserError, match="backbone.dtype='float16' is not supported.*bfloat16"):
+        runner.train_and_evaluate(config, tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists()
+
+
+def test_results_json_has_no_nan(trained):
+    _, workdir, _ = trained
+    text = (workdir / "results.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"results.json holds {c}"))
 
 
 def test_saved_bank_scores_identically(trained, tmp_path):
@@ -89,6 +108,7 @@ def test_saved_bank_scores_identically(trained, tmp_path):
     np.testing.assert_array_equal(a.anomaly_maps, b.anomaly_maps)
 
 
+@pytest.mark.determinism
 def test_one_vs_eight_devices_identical(small_synthetic):
     assert jax.device_count() == 8
     config = fast_config(small_synthetic)

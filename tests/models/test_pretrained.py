@@ -40,6 +40,28 @@ def test_bare_name_and_none_resolve_under_env(wrn_converted, monkeypatch):
     )
 
 
+def test_empty_weights_means_env_default_everywhere(wrn_converted, monkeypatch, tmp_path):
+    """backbone.weights="" is one rule for the method and the provenance: $JAD_WEIGHTS_DIR/<arch>,
+    never the current directory."""
+    from jad.models.pretrained import resolve_weights_dir
+
+    monkeypatch.chdir(tmp_path)  # a folder that is not a weights folder
+    monkeypatch.setenv("JAD_WEIGHTS_DIR", str(wrn_converted.parent))
+    assert resolve_weights_dir("", "wide_resnet50_2") == resolve_weights_dir(
+        None, "wide_resnet50_2"
+    )
+    assert resolve_weights_dir("", "resnet50") == wrn_converted.parent / "resnet50"
+    (wrn_converted.parent / "wide_resnet50_2").symlink_to(wrn_converted)
+    info = weights_info("")
+    assert info["path"] == str((wrn_converted.parent / "wide_resnet50_2").absolute())
+    _, variables = load_backbone("")
+    assert variables["params"]["conv1"]["kernel"].shape == (7, 7, 3, 64)
+    monkeypatch.delenv("JAD_WEIGHTS_DIR")
+    for fn in (weights_info, load_backbone):
+        with pytest.raises(WeightsNotFoundError, match="JAD_WEIGHTS_DIR is not set"):
+            fn("")
+
+
 def test_missing_env_and_missing_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("JAD_WEIGHTS_DIR", raising=False)
     with pytest.raises(

@@ -151,3 +151,21 @@ def test_knn_golden_patch_scores(golden_dir):
     np.testing.assert_allclose(np.asarray(d5), g["img3_knn5_distances"], atol=5e-4)
     np.testing.assert_array_equal(np.asarray(i5), g["img3_knn5_indices"])
     np.testing.assert_allclose(np.asarray(d5).mean(1), g["img3_knn5_scores"], atol=5e-4)
+
+
+def test_auto_block_size_depends_on_n_only():
+    from jad.ops.knn import auto_block_size, sharded_rows
+
+    assert auto_block_size(3) == 8  # tiny banks: padded to a multiple of 8 rows only
+    assert auto_block_size(216) == 216
+    assert auto_block_size(16_385) == 384  # ~N / 64, multiple of 128
+    assert auto_block_size(50_000) == 896
+    assert auto_block_size(10**6) == 2048  # capped
+    assert auto_block_size(5000, 64) == 64  # an explicit block size is kept
+    # every shard holds whole blocks; padding is at most one block per shard
+    for n in (216, 1000, 16_385, 163_856):
+        nbs = auto_block_size(n)
+        for shards in (1, 2, 8):
+            rows = sharded_rows(n, shards, nbs)
+            assert rows % nbs == 0 and rows * shards >= n
+            assert rows * shards - n < shards * nbs

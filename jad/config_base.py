@@ -30,6 +30,8 @@ def base(method: str) -> ml_collections.ConfigDict:
     )
     c.data.use_tfds = True
     c.data.synthetic_seed = 0
+    c.data.synthetic_mode = "easy"  # easy | hard (subtle defects; used by the trainers' demos)
+    c.data.category_resize = ""  # per-category resize, e.g. "toothbrush:329,wood:329"
 
     c.backbone = ml_collections.ConfigDict()
     c.backbone.arch = "wide_resnet50_2"
@@ -62,4 +64,55 @@ def patchcore(dataset: str = "synthetic") -> ml_collections.ConfigDict:
     c.patchcore.reweight = False  # paper Eq. 7 image-score reweighting (not in the official code)
     c.patchcore.reweight_neighbors = 9
     c.patchcore.sigma = 4.0
+    return c
+
+
+def train() -> ml_collections.ConfigDict:
+    """``config.train``: the training loop of every trainer (``jad.train_lib.loop``)."""
+    t = ml_collections.ConfigDict()
+    t.epochs = 1
+    t.steps = 0  # > 0: a fixed step budget instead of epochs
+    t.batch_size = 8  # examples per step (images for PBAS / APC, patches for ProxyCore)
+    t.parallel = "jit"  # jit: batch sharded over a `data` mesh axis; pmap: the same step, pmapped
+    t.select = "last"  # last | val (held-out normal images) | test_official (NOT a valid protocol)
+    t.val_fraction = 0.1  # held-out normal training images for select=val
+    t.eval_every = 1  # epochs between evaluations (selection criterion, TensorBoard heatmaps)
+    t.checkpoint_every = 0  # steps; 0 = once per epoch (and always at the end)
+    t.keep = 2  # latest checkpoints kept (+ the best under a selection criterion)
+    t.log_every = 1  # steps between metric logs
+    t.tensorboard = True  # event files under <workdir>/<category>/tb
+    t.num_tb_heatmaps = 4
+    t.feature_cache_gb = 8.0  # frozen-backbone features kept in memory up to this; beyond: disk
+    return t
+
+
+def pbas(dataset: str = "synthetic") -> ml_collections.ConfigDict:
+    """PBAS with the official code's values (spec pbas.md): 288 px, k = 0.25, 640 epochs.
+
+    Paper values where they differ: ``--config.pbas.k=0.3 --config.train.epochs=400
+    --config.data.resize=256 --config.data.crop=256``.
+    """
+    c = base("pbas")
+    c.data.name = dataset
+    c.data.resize = 288
+    c.data.crop = 288
+    c.data.batch_size = 8  # feature extraction / evaluation batches
+    c.pbas = ml_collections.ConfigDict()
+    c.pbas.pretrain_embed_dim = 1536
+    c.pbas.target_embed_dim = 1536
+    c.pbas.pre_proj = 1
+    c.pbas.dsc_layers = 2
+    c.pbas.dsc_hidden = 1024
+    c.pbas.k = 0.25  # anomaly degree (paper: 0.3)
+    c.pbas.margin = 0.5  # only for the logged p_true / p_fake
+    c.pbas.centre_momentum = 0.9
+    c.pbas.lr = 1e-4  # projector: Adam + coupled L2
+    c.pbas.proj_weight_decay = 1e-5
+    c.pbas.dsc_lr = 2e-4  # discriminator: AdamW
+    c.pbas.dsc_weight_decay = 0.01
+    c.pbas.sigma = 4.0
+    c.pbas.precision = "highest"  # matmul precision of the heads: highest | default (TF32 on GPU)
+    c.train = train()
+    c.train.epochs = 640  # paper: 400
+    c.train.batch_size = 8
     return c

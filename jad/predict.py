@@ -96,9 +96,9 @@ def main(argv: list[str]) -> int:
     from jad import data as jdata
     from jad.methods.common import build_method
     from jad.train_lib import checkpoint, heatmaps, runner
-    from jad.train_lib.progress import Progress
     from jad.utils.atomic import write_json
     from jad.utils.errors import UserError
+    from jad.utils.progress import Progress
 
     workdir = Path(_WORKDIR.value)
     if not workdir.is_dir():
@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
     state, meta = checkpoint.restore(workdir / category / "checkpoint")
     config = ml_collections.ConfigDict(meta["config"])
     method = build_method(config)
-    pre = runner.preprocess(config)
+    pre = runner.preprocess(config, category)
     out_dir = Path(_OUT.value) if _OUT.value else workdir / "predict" / category
     scores: list[float] = []
     maps: list[np.ndarray] = []

@@ -29,7 +29,8 @@ def main(argv: list[str]) -> int:
     workdir = Path(
         _WORKDIR.value or Path("runs") / Path(flags.FLAGS["config"].config_filename).stem
     )
-    results = runner.train_and_evaluate(config, workdir, progress=not _QUIET.value)
+    command = f"python -m jad.train --config={flags.FLAGS['config'].config_filename}"
+    results = runner.train_and_evaluate(config, workdir, progress=not _QUIET.value, command=command)
     print(runner.format_table(results["metrics"]))
     t = results["timings"]
     print(f"\nresults: {workdir / 'results.json'}  (total {t['total_s']:.1f} s)")

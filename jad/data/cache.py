@@ -12,6 +12,6 @@ def cache_dir() -> Path:
     """``$JAD_DATA_DIR`` if set and non-empty, else ``~/.cache/jad``.
 
     It holds ``tfds/`` (prepared copies of datasets, :mod:`jad.data.builders`) and
-    ``synthetic/seed<N>`` (generated synthetic sets).
+    ``synthetic/seed<N>`` / ``synthetic/hard-seed<N>`` (generated synthetic sets).
     """
     return Path(os.environ.get(ENV_VAR) or "~/.cache/jad").expanduser()

@@ -24,8 +24,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jad import ops
-from jad.methods.common import FitContext, FitResult, Predictions, State
-from jad.train_lib.progress import Progress
+from jad.methods.common import (
+    FitContext,
+    FitResult,
+    Predictions,
+    State,
+    configured_backbone,
+    pad_batch,
+)
+from jad.utils.errors import UserError
+from jad.utils.progress import Progress
 
 # ---------------------------------------------------------------------------------------------
 # Pure functions
@@ -153,17 +161,114 @@ def _coreset_progress(done) -> None:
         _OPEN_BARS[-1].set(int(done))
 
 
+def bank_options(section) -> dict[str, Any]:
+    """Coreset options from a config section with PatchCore's key names (defaults as PatchCore)."""
+    return {
+        "ratio": float(section.get("coreset_ratio", 0.1)),
+        "method": str(section.get("coreset_method", "approximate")),
+        "projection_dim": int(section.get("projection_dim", 128)),
+        "num_starts": int(section.get("num_starts", 10)),
+    }
+
+
+def score_options(section) -> dict[str, Any]:
+    """Scoring options from a config section with PatchCore's key names."""
+    return {
+        "num_neighbors": int(section.get("num_neighbors", 1)),
+        "distance": str(section.get("distance", "squared")),
+        "reweight": bool(section.get("reweight", False)),
+        "reweight_neighbors": int(section.get("reweight_neighbors", 9)),
+        "sigma": float(section.get("sigma", 4.0)),
+    }
+
+
+def build_bank(
+    features: np.ndarray | jax.Array,
+    *,
+    key: jax.Array,
+    ratio: float = 0.1,
+    method: str = "approximate",
+    projection_dim: int = 128,
+    num_starts: int = 10,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = True,
+) -> State:
+    """PatchCore's memory bank from patch features [N, D] of normal images (any method's space).
+
+    Returns ``{"bank": [M, D] float32 (rows in pick order), "coreset_indices": [M] int32}``.
+    """
+    n = int(features.shape[0])
+    if n == 0:
+        raise UserError("the training split has no images; nothing to build a memory bank from")
+    m = int(n * float(ratio)) if ratio < 1 else n
+    with Progress("coreset", m, unit="pick", enabled=progress) as bar:
+        _OPEN_BARS.append(bar)
+        try:
+            idx = select_coreset(
+                features,
+                ratio=float(ratio),
+                key=key,
+                method=method,
+                projection_dim=projection_dim,
+                num_starts=num_starts,
+                mesh=mesh,
+                progress=_coreset_progress if progress else None,
+            )
+            bar.set(len(idx))
+        finally:
+            _OPEN_BARS.remove(bar)
+    bank = np.asarray(
+        features[idx] if isinstance(features, np.ndarray) else jnp.take(features, idx, 0)
+    )
+    return {"bank": bank.astype(np.float32), "coreset_indices": idx.astype(np.int32)}
+
+
+def score(
+    features: jax.Array,
+    bank: jax.Array,
+    *,
+    grid: tuple[int, int],
+    out_hw: tuple[int, int],
+    num_neighbors: int = 1,
+    distance: str = "squared",
+    reweight: bool = False,
+    reweight_neighbors: int = 9,
+    sigma: float = 4.0,
+    mesh: jax.sharding.Mesh | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """PatchCore scoring of patch features [B, P, D] against ``bank`` [M, D] (any feature space).
+
+    Returns (image scores [B], anomaly maps [B, *out_hw]) as float32 jax arrays.
+    """
+    k = min(int(num_neighbors), int(bank.shape[0]))
+    sq, nn_idx = nearest_bank_distances(features, bank, k=k, mesh=mesh)
+    scores = patch_scores_from_distances(sq, distance=distance)
+    if reweight:
+        img = reweighted_image_scores(
+            features, scores, nn_idx, bank, num_support=reweight_neighbors, mesh=mesh
+        )
+    else:
+        img = jnp.max(scores, axis=1)
+    return img, anomaly_maps(scores, grid=grid, out_hw=out_hw, sigma=sigma)
+
+
+class DeviceBank:
+    """Keeps the device copy of the last bank a predict call used (one upload per state)."""
+
+    def __init__(self):
+        self._cache: tuple[Any, jax.Array] | None = None
+
+    def __call__(self, bank) -> jax.Array:
+        if self._cache is not None and self._cache[0] is bank:
+            return self._cache[1]
+        dev = jnp.asarray(bank, jnp.float32)
+        self._cache = (bank, dev)
+        return dev
+
+
 # ---------------------------------------------------------------------------------------------
 # The method object
 # ---------------------------------------------------------------------------------------------
-
-
-def _pad_batch(images: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
-    n = images.shape[0]
-    if n == batch_size:
-        return images, n
-    pad = np.zeros((batch_size - n, *images.shape[1:]), images.dtype)
-    return np.concatenate([images, pad], axis=0), n
 
 
 class PatchCore:
@@ -178,7 +283,7 @@ class PatchCore:
         pc = config.patchcore
         self.layers = tuple(config.backbone.layers)
         if backbone is None:
-            backbone = load_configured_backbone(config)
+            backbone = configured_backbone(config)
         self.module, self.variables = backbone
         self.image_hw = (int(config.data.crop), int(config.data.crop))
         self.grid = tuple(int(g) for g in feature_grid(self.image_hw, self.layers))
@@ -191,21 +296,16 @@ class PatchCore:
             pretrain_embed_dim=int(pc.pretrain_embed_dim),
             target_embed_dim=int(pc.target_embed_dim),
         )
-        self._bank_cache: tuple[int, jax.Array] | None = None
+        self._bank = DeviceBank()
 
-    # -- features ---------------------------------------------------------------------------
     def features(self, images: np.ndarray) -> jax.Array:
         """float32 NHWC images [B, H, W, 3] -> patch features [B, P, D] (batch padded internally)."""
-        padded, n = _pad_batch(
-            np.asarray(images, np.float32), max(self.batch_size, images.shape[0])
-        )
+        padded, n = pad_batch(np.asarray(images, np.float32), self.batch_size)
         return self._features(self.variables, padded)[:n]
 
-    # -- fit --------------------------------------------------------------------------------
     def fit(
         self, train: Iterable[Mapping[str, np.ndarray]], *, key: jax.Array, ctx: FitContext
     ) -> FitResult:
-        pc = self.config.patchcore
         n_images = getattr(train, "num_examples", None)
         chunks: list[np.ndarray] = []
         t0 = time.perf_counter()
@@ -216,36 +316,18 @@ class PatchCore:
                 chunks.append(np.asarray(f).reshape(-1, f.shape[-1]))
                 bar.update(1)
         if not chunks:
-            from jad.utils.errors import UserError
-
             raise UserError("the training split has no images; nothing to build a memory bank from")
         feats = np.concatenate(chunks, axis=0)
         del chunks
         t_features = time.perf_counter() - t0
-
         t1 = time.perf_counter()
-        m = (
-            int(feats.shape[0] * float(pc.coreset_ratio))
-            if pc.coreset_ratio < 1
-            else feats.shape[0]
+        state = build_bank(
+            feats,
+            key=key,
+            mesh=self.mesh,
+            progress=ctx.progress,
+            **bank_options(self.config.patchcore),
         )
-        with Progress("coreset", m, unit="pick", enabled=ctx.progress) as bar:
-            _OPEN_BARS.append(bar)
-            try:
-                idx = select_coreset(
-                    feats,
-                    ratio=float(pc.coreset_ratio),
-                    key=key,
-                    method=str(pc.coreset_method),
-                    projection_dim=int(pc.projection_dim),
-                    num_starts=int(pc.num_starts),
-                    mesh=self.mesh,
-                    progress=_coreset_progress if ctx.progress else None,
-                )
-                bar.set(len(idx))
-            finally:
-                _OPEN_BARS.remove(bar)
-        bank = feats[idx]
         t_coreset = time.perf_counter() - t1
         info = {
             "features_s": t_features,
@@ -255,61 +337,26 @@ class PatchCore:
                 n_images if n_images is not None else feats.shape[0] // int(np.prod(self.grid))
             ),
             "train_patches": int(feats.shape[0]),
-            "bank_size": int(bank.shape[0]),
+            "bank_size": int(state["bank"].shape[0]),
         }
-        return FitResult(
-            state={"bank": bank.astype(np.float32), "coreset_indices": idx.astype(np.int32)},
-            info=info,
-        )
-
-    # -- predict ----------------------------------------------------------------------------
-    def _device_bank(self, state: State) -> jax.Array:
-        bank = state["bank"]
-        if self._bank_cache is not None and self._bank_cache[0] is bank:
-            return self._bank_cache[1]
-        dev = jnp.asarray(bank, jnp.float32)
-        self._bank_cache = (bank, dev)
-        return dev
+        return FitResult(state=state, info=info)
 
     def predict(self, state: State, images: np.ndarray) -> Predictions:
-        pc = self.config.patchcore
-        bank = self._device_bank(state)
         n = images.shape[0]
-        padded, _ = _pad_batch(np.asarray(images, np.float32), max(self.batch_size, n))
+        padded, _ = pad_batch(np.asarray(images, np.float32), self.batch_size)
         feats = self._features(self.variables, padded)
-        k = min(int(pc.num_neighbors), int(bank.shape[0]))
-        sq, nn_idx = nearest_bank_distances(feats, bank, k=k, mesh=self.mesh)
-        scores = patch_scores_from_distances(sq, distance=str(pc.distance))
-        if pc.reweight:
-            img = reweighted_image_scores(
-                feats, scores, nn_idx, bank, num_support=int(pc.reweight_neighbors), mesh=self.mesh
-            )
-        else:
-            img = jnp.max(scores, axis=1)
-        maps = anomaly_maps(scores, grid=self.grid, out_hw=self.image_hw, sigma=float(pc.sigma))
+        img, maps = score(
+            feats,
+            self._bank(state["bank"]),
+            grid=self.grid,
+            out_hw=self.image_hw,
+            mesh=self.mesh,
+            **score_options(self.config.patchcore),
+        )
         return Predictions(
             image_scores=np.asarray(img[:n], np.float32),
             anomaly_maps=np.asarray(maps[:n], np.float32),
         )
-
-
-def load_configured_backbone(config):
-    """(module, variables) for ``config.backbone``; replays the official load-time BN update if asked."""
-    from jad.models import load_backbone
-    from jad.models.pretrained import parse_dtype
-
-    bb = config.backbone
-    dtype = parse_dtype(bb.get("dtype", "float32"))
-    module, variables = load_backbone(
-        str(bb.weights), arch=str(bb.arch), seed=int(config.seed), dtype=dtype
-    )
-    if bb.get("replay_load_bn_update", False):
-        from jad.models.features import replay_load_bn_update
-
-        variables = replay_load_bn_update(
-            module, variables, int(bb.replay_image_size or config.data.crop), tuple(bb.layers)[-1]
-        )
-    return module, variables
 
 
 def from_config(config) -> PatchCore:

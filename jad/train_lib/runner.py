@@ -24,12 +24,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from jad.methods.common import FitContext, Method, build_method
+from jad.methods.common import FitContext, Method, Trainer, build_method, is_trainer
 from jad.metrics import KEYS
 from jad.train_lib import checkpoint, heatmaps
-from jad.train_lib.progress import Progress
 from jad.utils.atomic import write_json
 from jad.utils.errors import UserError
+from jad.utils.progress import Progress
 
 METRIC_KEYS = KEYS  # the seven metric keys of results.json, defined by jad.metrics
 
@@ -48,14 +48,33 @@ def config_to_dict(config) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
 
 
+# Keys that never change a fitted model: where things are, what is logged, how often it is saved.
+# Everything else (the method's section, backbone, data preprocessing and batch sizes, seed,
+# train.*) is part of the model's identity and a mismatch is refused.
+IO_ONLY_KEYS = {
+    "data": ("root", "categories", "data_dir", "use_tfds", "num_workers"),
+    "train": (
+        "checkpoint_every",
+        "keep",
+        "log_every",
+        "tensorboard",
+        "num_tb_heatmaps",
+        "feature_cache_gb",
+    ),
+}
+
+
 def fit_signature(config) -> dict[str, Any]:
-    """The part of the config that determines a fitted state (everything but evaluation/IO knobs)."""
+    """The part of the config that determines a fitted state (everything but evaluation/IO knobs).
+
+    ``eval.*`` and :data:`IO_ONLY_KEYS` may change between runs on one workdir; any other change
+    (including ``train.epochs``: a finished run is not extended) is refused.
+    """
     d = config_to_dict(config)
     d.pop("eval", None)
-    data = dict(d.get("data", {}))
-    for k in ("batch_size", "categories", "data_dir", "use_tfds", "num_workers"):
-        data.pop(k, None)
-    d["data"] = data
+    for section, keys in IO_ONLY_KEYS.items():
+        if section in d:
+            d[section] = {k: v for k, v in d[section].items() if k not in keys}
     return d
 
 
@@ -67,11 +86,11 @@ def dataset_root(config) -> Path:
         from jad import data as jdata
         from jad.data import synthetic
 
-        default = jdata.cache_dir() / "synthetic"
+        seed = int(config.data.get("synthetic_seed", 0))
+        mode = str(config.data.get("synthetic_mode", "easy"))
         return Path(
             synthetic.ensure(
-                default / f"seed{int(config.data.get('synthetic_seed', 0))}",
-                seed=int(config.data.get("synthetic_seed", 0)),
+                synthetic.default_root(jdata.cache_dir(), seed, mode), seed=seed, mode=mode
             )
         )
     if not root:
@@ -98,11 +117,26 @@ def resolve_categories(config, root: Path) -> list[str]:
     return wanted
 
 
-def preprocess(config):
+def category_resize(config, category: str | None) -> int:
+    """``data.resize``, or the per-category value of ``data.category_resize`` ("wood:329,...")."""
+    spec = str(config.data.get("category_resize", "") or "")
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        name, sep, value = item.partition(":")
+        if not sep or not value.strip().isdigit():
+            raise UserError(
+                f"data.category_resize={spec!r}: expected comma-separated category:size pairs, "
+                f"e.g. 'toothbrush:329,wood:329'"
+            )
+        if name.strip() == category:
+            return int(value)
+    return int(config.data.resize)
+
+
+def preprocess(config, category: str | None = None):
     from jad.data import Preprocess
 
     return Preprocess(
-        resize=int(config.data.resize),
+        resize=category_resize(config, category),
         crop=int(config.data.crop),
         mask_mode=str(config.data.mask_mode),
     )
@@ -121,7 +155,7 @@ def make_loader(config, root: Path, category: str, split: str):
         str(root),
         category,
         split,
-        pre=preprocess(config),
+        pre=preprocess(config, category),
         batch_size=int(config.data.batch_size),
         shuffle=False,
         seed=int(config.seed),
@@ -148,23 +182,53 @@ def weights_provenance(config) -> dict[str, Any]:
 
 
 def check_workdir(config, workdir: Path, categories: list[str]) -> None:
-    """Refuses (before anything is written) a workdir whose fitted categories used another config."""
+    """Refuses (before anything is written) a workdir whose fitted or in-progress categories used
+    another config: a finished model (``<category>/checkpoint``) or a training run
+    (``<category>/train``)."""
     signature = fit_signature(config)
     for category in categories:
-        ckpt_dir = Path(workdir) / category / "checkpoint"
-        if checkpoint.latest_step(ckpt_dir) is None:
-            continue
-        if checkpoint.read_meta(ckpt_dir).get("fit_signature") != signature:
-            raise UserError(
-                f"{ckpt_dir} holds a model fitted with a different config; use a new --workdir "
-                f"(nothing was overwritten)"
-            )
+        for sub, what in (("checkpoint", "a model fitted"), ("train", "a training run")):
+            ckpt_dir = Path(workdir) / category / sub
+            if checkpoint.latest_step(ckpt_dir) is None:
+                continue
+            if checkpoint.read_meta(ckpt_dir).get("fit_signature") != signature:
+                raise UserError(
+                    f"{ckpt_dir} holds {what} with a different config; use a new --workdir "
+                    f"(nothing was overwritten)"
+                )
+
+
+def dataset_id(config, root: Path, category: str) -> str:
+    """A hash of the category's training files (path, size, mtime) and their preprocessing."""
+    from jad import data as jdata
+    from jad.train_lib.feature_cache import cache_key, files_fingerprint
+
+    records = jdata.scan(str(config.data.name), str(root), category)["train"]
+    pre = preprocess(config, category)
+    return cache_key(
+        {
+            "files": files_fingerprint(r.path for r in records),
+            "resize": pre.resize,
+            "crop": pre.crop,
+            "batch_size": int(config.data.batch_size),
+        }
+    )
+
+
+PATCHCORE_PROTOCOL = "fit on all normal training images (no training, no model selection)"
 
 
 def fit_or_restore(
-    method: Method, config, root: Path, category: str, workdir: Path, *, progress: bool = True
+    method: Method | Trainer,
+    config,
+    root: Path,
+    category: str,
+    workdir: Path,
+    *,
+    progress: bool = True,
 ):
-    """Fit ``method`` on ``category`` and checkpoint it, or restore a checkpoint made with the same config."""
+    """Fit (or train) ``method`` on ``category`` and save the model, or restore one made with the
+    same config. A trainer resumes an interrupted run from ``<category>/train``."""
     ckpt_dir = workdir / category / "checkpoint"
     signature = fit_signature(config)
     if checkpoint.latest_step(ckpt_dir) is not None:
@@ -174,11 +238,26 @@ def fit_or_restore(
         return state, meta["fit_info"]
     train = make_loader(config, root, category, "train")
     log(f"[{category}] fit on {train.num_examples} training images")
-    result = method.fit(
-        train,
-        key=category_key(int(config.seed), category),
-        ctx=FitContext(workdir / category, progress),
-    )
+    key = category_key(int(config.seed), category)
+    if is_trainer(method):
+        from jad.train_lib.loop import fit_trainer
+
+        def evaluate_test(state):
+            metrics, _, _ = evaluate_category(
+                method, state, config, root, category, heatmap_dir=None, progress=False
+            )
+            return metrics
+
+        ctx = FitContext(
+            workdir / category,
+            progress,
+            evaluate_test=evaluate_test,
+            dataset_id=dataset_id(config, root, category),
+        )
+        result = fit_trainer(method, train, config=config, key=key, ctx=ctx, signature=signature)
+    else:
+        result = method.fit(train, key=key, ctx=FitContext(workdir / category, progress))
+        result.info.setdefault("protocol", PATCHCORE_PROTOCOL)
     meta = {
         "method": method.name,
         "category": category,
@@ -188,7 +267,7 @@ def fit_or_restore(
         "backbone": weights_provenance(config),
         "jad_version": _version(),
     }
-    checkpoint.save(ckpt_dir, result.state, meta)
+    checkpoint.save(ckpt_dir, result.state, meta, step=int(result.info.get("steps", 0)))
     return result.state, result.info
 
 
@@ -307,10 +386,43 @@ def run_info() -> dict[str, Any]:
     }
 
 
-def train_and_evaluate(config, workdir: Path, *, progress: bool = True) -> dict[str, Any]:
+def preflight(config, command: str = "python -m jad.train --config=<config file>") -> None:
+    """One sentence naming what is missing (dataset root, converted weights) and the command that
+    fixes it; never falls back to synthetic data or random weights."""
+    from jad.models.pretrained import read_metadata, resolve_weights_dir
+
+    name = str(config.data.name)
+    missing, fixes = [], []
+    if name != "synthetic" and not str(config.data.get("root", "") or "").strip():
+        missing.append(f"the {name} dataset folder (data.root)")
+        fixes.append(f"--config.data.root=/path/to/{name}")
+    weights = str(config.backbone.weights)
+    if weights != "random":
+        try:
+            read_metadata(resolve_weights_dir(weights, str(config.backbone.arch)))
+        except FileNotFoundError:
+            missing.append("converted backbone weights (backbone.weights)")
+            fixes.append("--config.backbone.weights=/path/to/converted_weights")
+    if missing:
+        convert = (
+            " after converting torchvision's file once with `python -m jad.convert --src "
+            "wide_resnet50_2-95faca4d.pth --out /path/to/converted_weights`"
+            if any("weights" in f for f in fixes)
+            else ""
+        )
+        raise UserError(
+            f"missing {' and '.join(missing)}: run `{command} {' '.join(fixes)}`{convert}"
+        )
+
+
+def train_and_evaluate(
+    config, workdir: Path, *, progress: bool = True, command: str | None = None
+) -> dict[str, Any]:
     """Fit (or restore) and evaluate every requested category; write ``results.json``."""
     workdir = Path(workdir)
     t_start = time.perf_counter()
+    if command is not None:
+        preflight(config, command)
     root = dataset_root(config)
     categories = resolve_categories(config, root)
     check_workdir(config, workdir, categories)
@@ -335,15 +447,21 @@ def train_and_evaluate(config, workdir: Path, *, progress: bool = True) -> dict[
             method, state, config, root, category, heatmap_dir=hm_dir, progress=progress
         )
         per_cat[category] = metrics
-        timings[category] = {k: float(v) for k, v in fit_info.items() if k.endswith("_s")} | t_eval
+        timings[category] = {
+            k: float(v) for k, v in fit_info.items() if k.endswith("_s") and v is not None
+        } | t_eval
         extras[category] = {k: v for k, v in fit_info.items() if not k.endswith("_s")} | extra
         log(
             f"[{category}] "
             + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None)
         )
     summary = _summary(per_cat)
+    protocols = {c: extras[c].get("protocol", PATCHCORE_PROTOCOL) for c in categories}
     results = {
         "method": method.name,
+        "protocol": (
+            next(iter(protocols.values())) if len(set(protocols.values())) == 1 else protocols
+        ),
         "dataset": str(config.data.name),
         "data_root": str(root),
         "metrics": summary,

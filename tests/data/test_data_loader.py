@@ -96,8 +96,10 @@ def test_jad_data_dir_has_one_meaning(monkeypatch, tmp_path):
     assert data.default_data_dir() == tmp_path / "env" / "tfds"
     config = patchcore("synthetic")
     config.data.synthetic_seed = 5
-    monkeypatch.setattr(data.synthetic, "ensure", lambda path, seed: path)  # no generation
+    monkeypatch.setattr(data.synthetic, "ensure", lambda path, seed, mode: path)  # no generation
     assert runner.dataset_root(config) == tmp_path / "env" / "synthetic" / "seed5"
+    config.data.synthetic_mode = "hard"
+    assert runner.dataset_root(config) == tmp_path / "env" / "synthetic" / "hard-seed5"
     monkeypatch.delenv("JAD_DATA_DIR")
     assert data.cache_dir() == Path("~/.cache/jad").expanduser()
     assert data.default_data_dir() == Path("~/.cache/jad/tfds").expanduser()

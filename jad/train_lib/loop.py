@@ -1,0 +1,426 @@
+"""The one training loop: every trainer (PBAS, ProxyCore, APC) runs through :func:`fit_trainer`.
+
+Per category, a trainer (protocol in ``jad.methods.common``) supplies pure pieces and this module
+does the rest:
+
+1. **Data.** The training images in the loader's fixed order; a seeded fraction is held out when
+   ``train.select=val`` (never trained on). A trainer with ``embed`` trains on its frozen
+   features, computed once (:mod:`jad.train_lib.feature_cache`); otherwise the preprocessed images
+   are kept in memory.
+2. **Order.** Step ``s`` is batch ``s % S`` of epoch ``s // S`` (S = ceil(n / batch_size)); epoch
+   ``e`` visits ``default_rng([seed, 1, e]).permutation(n)``. The order is a pure function of
+   (seed, epoch), so the loop can start at any step, and per-step randomness is
+   ``fold_in(state.rng, state.step)`` inside the step.
+3. **Devices.** :class:`jad.train_lib.parallel.DataParallel`: jit with the batch sharded over the
+   ``data`` axis (default) or the same step under pmap (``train.parallel=pmap``). Every batch is
+   padded to one shape and carries ``mask``.
+4. **Checkpoints.** ``<workdir>/train/<step>`` every ``train.checkpoint_every`` steps (0 = every
+   epoch) and at the end; the latest ``train.keep`` are kept, plus the best under a selection
+   criterion. A run killed at any moment and started again resumes from the latest checkpoint
+   and ends bit-identical (CPU) to an uninterrupted run. A checkpoint made with a config that
+   changes the trained model is refused (``jad.train_lib.runner.fit_signature``).
+5. **Selection** (``train.select``): ``last`` (default) = the final step; ``val`` = the lowest
+   ``trainer.eval_loss`` on the held-out normal images, evaluated every ``train.eval_every``
+   epochs (normal data only); ``test_official`` = the official code's rule on the TEST set, for
+   reproduction only, labelled "test-selected (not a valid protocol)".
+6. **Logging.** A progress bar (epoch, loss, ETA) and TensorBoard files under ``<workdir>/tb``:
+   per-step metrics, learning rates, images/s, and heatmaps of a few images at each evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jad.methods.common import FitContext, FitResult, TrainData, Trainer
+from jad.train_lib import heatmaps
+from jad.train_lib.checkpoint import Checkpoints
+from jad.train_lib.feature_cache import compute_features
+from jad.train_lib.parallel import DataParallel, data_mesh, pad_to, padded_batch_size
+from jad.train_lib.tblog import MetricWriter
+from jad.utils.errors import UserError
+from jad.utils.progress import Progress
+
+SELECT = ("last", "val", "test_official")
+PROTOCOLS = {
+    "last": "last step (fixed budget; no model selection)",
+    "val": "selected on held-out normal training images (normal-only criterion)",
+    "test_official": "test-selected (not a valid protocol)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+    """``config.train`` read once, validated with one-line errors."""
+
+    epochs: int
+    steps: int
+    batch_size: int
+    checkpoint_every: int
+    keep: int
+    select: str
+    val_fraction: float
+    eval_every: int
+    log_every: int
+    feature_cache_gb: float
+    parallel: str
+    tensorboard: bool
+    num_tb_heatmaps: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, config) -> LoopOptions:
+        t = config.train
+        o = cls(
+            epochs=int(t.epochs),
+            steps=int(t.get("steps", 0)),
+            batch_size=int(t.batch_size),
+            checkpoint_every=int(t.checkpoint_every),
+            keep=int(t.keep),
+            select=str(t.select),
+            val_fraction=float(t.val_fraction),
+            eval_every=int(t.eval_every),
+            log_every=int(t.log_every),
+            feature_cache_gb=float(t.feature_cache_gb),
+            parallel=str(t.parallel),
+            tensorboard=bool(t.tensorboard),
+            num_tb_heatmaps=int(t.num_tb_heatmaps),
+            seed=int(config.seed),
+        )
+        if o.select not in SELECT:
+            raise UserError(f"train.select={o.select!r} is unknown; use one of {', '.join(SELECT)}")
+        for name in ("batch_size", "keep", "eval_every", "log_every"):
+            if getattr(o, name) < 1:
+                raise UserError(f"train.{name}={getattr(o, name)} must be >= 1")
+        if o.epochs < 1 and o.steps < 1:
+            raise UserError("set train.epochs or train.steps to a positive number")
+        if o.checkpoint_every < 0:
+            raise UserError("train.checkpoint_every must be >= 0 (0 = once per epoch)")
+        if o.select == "val" and not 0.0 < o.val_fraction < 1.0:
+            raise UserError(f"train.val_fraction={o.val_fraction} must be in (0, 1) for select=val")
+        return o
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The visiting order of ``n`` examples in ``epoch`` (a pure function of seed and epoch)."""
+    return np.random.default_rng([int(seed), 1, int(epoch)]).permutation(n)
+
+
+def init_order(seed: int, n: int) -> np.ndarray:
+    """The order of the data-dependent initialisation pass (PBAS centres): its own stream."""
+    return np.random.default_rng([int(seed), 2]).permutation(n)
+
+
+def holdout_split(seed: int, n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices), both sorted; at least one image on each side."""
+    if fraction <= 0:
+        return np.arange(n), np.zeros((0,), np.int64)
+    k = min(max(1, int(round(n * fraction))), n - 1)
+    if k < 1:
+        raise UserError(f"{n} training image(s) are too few to hold out a validation split")
+    perm = np.random.default_rng([int(seed), 3]).permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, -(-n // batch_size))
+
+
+def batch_indices(seed: int, step: int, n: int, batch_size: int) -> tuple[np.ndarray, int]:
+    """(example positions of ``step``'s batch, its epoch); the last batch of an epoch may be short."""
+    spe = steps_per_epoch(n, batch_size)
+    epoch, b = divmod(int(step), spe)
+    return epoch_order(seed, epoch, n)[b * batch_size : (b + 1) * batch_size], epoch
+
+
+def make_batch(trainer: Trainer, data: TrainData, positions: np.ndarray, step: int) -> dict:
+    """The host batch for ``positions`` (into ``data.indices``); trainers may build their own."""
+    custom = getattr(trainer, "make_batch", None)
+    if custom is not None:
+        return custom(data, positions, step)
+    rows = data.indices[positions]
+    batch = {k: np.asarray(v[rows]) for k, v in data.arrays.items()}
+    batch["index"] = rows.astype(np.int32)
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_arrays(trainer, loader, opts: LoopOptions, ctx: FitContext) -> tuple[dict, dict]:
+    """All training examples in the loader's order: {"features"} or {"image", "mask"}."""
+    n = int(loader.num_examples)
+    embed = getattr(trainer, "embed", None)
+    t0 = time.perf_counter()
+    preview: list[np.ndarray] = []
+
+    def batches():
+        for batch in loader.epoch(0):
+            if len(preview) < opts.num_tb_heatmaps:
+                preview.extend(batch["image"][: opts.num_tb_heatmaps - len(preview)])
+            yield batch
+
+    if embed is not None:
+        key_parts = dict(getattr(trainer, "feature_key", lambda: {})(), dataset=ctx.dataset_id, n=n)
+        from jad.train_lib.feature_cache import cache_key
+
+        folder = None if ctx.workdir is None else Path(ctx.workdir) / "feature_cache"
+        feats, info = compute_features(
+            batches(),
+            embed,
+            num_examples=n,
+            num_batches=len(loader),
+            key=cache_key(key_parts),
+            folder=folder,
+            budget_gb=opts.feature_cache_gb,
+            progress=ctx.progress,
+        )
+        if not preview and opts.num_tb_heatmaps:  # reused from disk: read a few images
+            for batch in loader.epoch(0):
+                preview.extend(batch["image"][: opts.num_tb_heatmaps - len(preview)])
+                if len(preview) >= opts.num_tb_heatmaps:
+                    break
+        arrays = {"features": feats}
+    else:
+        images, masks, labels = [], [], []
+        with Progress("images", len(loader), unit="batch", enabled=ctx.progress) as bar:
+            for batch in batches():
+                images.append(batch["image"])
+                masks.append(batch["mask"])
+                labels.append(batch["label"])
+                bar.update(1)
+        arrays = {
+            "image": np.concatenate(images),
+            "mask": np.concatenate(masks),
+            "label": np.concatenate(labels),
+        }
+        info = {"where": "memory", "gb": arrays["image"].nbytes / 2**30}
+    info["seconds"] = time.perf_counter() - t0
+    return arrays, info | {"preview": preview[: opts.num_tb_heatmaps]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _abstract(tree, sharding):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def _to_host(tree):
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+_EVAL_FNS: dict[int, Any] = {}
+
+
+def _evaluate_val(trainer, state, data: TrainData, opts: LoopOptions) -> float:
+    """Mean of ``trainer.eval_loss`` over the held-out examples (example-weighted)."""
+    if id(trainer) not in _EVAL_FNS:
+        _EVAL_FNS.clear()
+        _EVAL_FNS[id(trainer)] = jax.jit(trainer.eval_loss)
+    fn = _EVAL_FNS[id(trainer)]
+    total, count = 0.0, 0
+    n = data.num_examples
+    for s in range(0, n, opts.batch_size):
+        pos = np.arange(s, min(n, s + opts.batch_size))
+        batch = pad_to(make_batch(trainer, data, pos, 0), opts.batch_size)
+        real = len(pos)
+        total += float(fn(state, batch)) * real
+        count += real
+    return total / max(count, 1)
+
+
+def fit_trainer(
+    trainer: Trainer, loader, *, config, key: jax.Array, ctx: FitContext, signature
+) -> FitResult:
+    """Trains ``trainer`` on ``loader``'s images (one category) and returns its exported state."""
+    opts = LoopOptions.from_config(config)
+    if opts.select == "val" and not hasattr(trainer, "eval_loss"):
+        raise UserError(f"train.select=val: {trainer.name} has no normal-only validation criterion")
+    if opts.select == "test_official" and ctx.evaluate_test is None:
+        raise UserError("train.select=test_official needs the test set (run through jad.train)")
+    workdir = Path(ctx.workdir) if ctx.workdir is not None else None
+    timings: dict[str, float] = {}
+
+    # -- data ------------------------------------------------------------------------------
+    arrays, data_info = _load_arrays(trainer, loader, opts, ctx)
+    preview = data_info.pop("preview")
+    n_all = len(next(iter(arrays.values())))
+    frac = opts.val_fraction if opts.select == "val" else 0.0
+    train_idx, val_idx = holdout_split(opts.seed, n_all, frac)
+    data = TrainData(arrays, train_idx)
+    val = TrainData(arrays, val_idx)
+    timings["features_s"] = data_info.pop("seconds")
+    n = data.num_examples
+    spe = steps_per_epoch(n, opts.batch_size)
+    total = opts.steps if opts.steps > 0 else opts.epochs * spe
+    ckpt_every = opts.checkpoint_every or spe
+
+    # -- devices, state --------------------------------------------------------------------
+    dp = DataParallel(trainer.train_step, mesh=data_mesh(), mode=opts.parallel)
+    batch_shape = padded_batch_size(opts.batch_size, dp.num_devices)
+    sample = pad_to(make_batch(trainer, data, np.arange(min(n, opts.batch_size)), 0), batch_shape)
+    abstract = _abstract(jax.eval_shape(trainer.init, key, sample), dp.replicated)
+    best_mode = {"last": None, "val": "min", "test_official": "max"}[opts.select]
+    ckpts = Checkpoints(workdir / "train", keep=opts.keep, best_mode=best_mode) if workdir else None
+    meta = {"fit_signature": signature, "method": trainer.name}
+    start = 0
+    best: dict[str, Any] | None = None  # {"step", "criterion"}: strictly better replaces
+    if ckpts is not None and ckpts.latest_step() is not None:
+        saved = ckpts.read_meta()
+        best = saved.get("best")
+        if saved.get("fit_signature") != signature:
+            raise UserError(
+                f"{workdir / 'train'} holds a run with a different config; use a new --workdir "
+                f"(nothing was overwritten)"
+            )
+        state, _ = ckpts.restore(target=abstract)
+        start = int(state.step)
+        print(f"[{trainer.name}] resuming from step {start} of {total}", flush=True)
+    else:
+        state = trainer.init(key, sample)
+        if hasattr(trainer, "init_from_data"):
+            t0 = time.perf_counter()
+            state = trainer.init_from_data(state, data, init_order(opts.seed, n))
+            timings["init_from_data_s"] = time.perf_counter() - t0
+    state = dp.put_state(state)
+
+    writer = MetricWriter(workdir / "tb" if (workdir and opts.tensorboard) else None)
+    lrs = getattr(trainer, "learning_rates", lambda step: {})
+    history: list[dict[str, Any]] = []
+    evaluations: list[dict[str, Any]] = []
+    t_train = time.perf_counter()
+    t_log, steps_since_log = time.perf_counter(), 0
+    last: dict[str, float] = {}
+    epoch_sums: dict[str, float] = {}
+    epoch_steps = 0
+    try:
+        with Progress("train", total, unit="step", enabled=ctx.progress, initial=start) as bar:
+            for step in range(start, total):
+                positions, epoch = batch_indices(opts.seed, step, n, opts.batch_size)
+                batch = pad_to(make_batch(trainer, data, positions, step), batch_shape)
+                state, metrics = dp(state, batch)
+                steps_since_log += 1
+                done = step + 1
+                last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not all(math.isfinite(v) for v in last.values()):
+                    raise UserError(
+                        f"non-finite training metrics at step {done} ({last}); "
+                        f"the last good checkpoint is kept in {workdir / 'train' if workdir else '-'}"
+                    )
+                for k, v in last.items():
+                    epoch_sums[k] = epoch_sums.get(k, 0.0) + v
+                epoch_steps += 1
+                if done % opts.log_every == 0 or done == total:
+                    dt = time.perf_counter() - t_log
+                    rate = steps_since_log * opts.batch_size / dt if dt > 0 else 0.0
+                    t_log, steps_since_log = time.perf_counter(), 0
+                    writer.scalars(done, {f"train/{k}": v for k, v in last.items()})
+                    writer.scalars(done, {f"lr/{k}": v for k, v in lrs(done).items()})
+                    writer.scalars(done, {"perf/examples_per_s": rate, "train/epoch": epoch})
+                if done % spe == 0 or done == total:  # epoch means: the smoothed learning curve
+                    means = {k: v / epoch_steps for k, v in epoch_sums.items()}
+                    history.append({"epoch": epoch, "step": done, **means})
+                    writer.scalars(done, {f"epoch/{k}": v for k, v in means.items()})
+                    epoch_sums, epoch_steps = {}, 0
+                bar.update(1, epoch=epoch, loss=last.get("loss", float("nan")))
+                end_of_epoch = done % spe == 0 or done == total
+                evaluate = end_of_epoch and ((done // spe) % opts.eval_every == 0 or done == total)
+                criterion = None
+                if evaluate:
+                    criterion = _evaluation(
+                        trainer, state, val, opts, ctx, writer, done, preview, evaluations
+                    )
+                if criterion is not None and (
+                    best is None
+                    or (
+                        criterion < best["criterion"]
+                        if best_mode == "min"
+                        else criterion > best["criterion"]
+                    )
+                ):
+                    best = {"step": done, "criterion": criterion}
+                if ckpts is not None and (done % ckpt_every == 0 or done == total or evaluate):
+                    ckpts.save(
+                        done,
+                        state,
+                        meta | {"step": done, "epoch": epoch, "best": best},
+                        criterion=criterion,
+                    )
+    finally:
+        writer.close()
+        if ckpts is not None:
+            ckpts.wait()
+    timings["train_s"] = time.perf_counter() - t_train
+
+    # -- selection, finalize, export -------------------------------------------------------
+    selected = total
+    if opts.select != "last" and best is not None:
+        if ckpts is None:
+            raise UserError("model selection needs a workdir to keep the best checkpoint")
+        selected = int(best["step"])
+        if selected != total:
+            state, _ = ckpts.restore(selected, target=abstract)
+    if ckpts is not None:
+        ckpts.close()
+    if hasattr(trainer, "finalize"):
+        t0 = time.perf_counter()
+        state = trainer.finalize(state, data)
+        timings["finalize_s"] = time.perf_counter() - t0
+    exported = _to_host(trainer.export(state))
+    steps_run = total - start
+    info = {
+        **{k: v for k, v in timings.items()},
+        "fit_s": sum(timings.values()),
+        "train_images": int(n),
+        "heldout_images": int(len(val_idx)),
+        "steps": int(total),
+        "steps_this_run": int(steps_run),
+        "resumed_from_step": int(start),
+        "epochs": total / spe,
+        "selected_step": int(selected),
+        "select": opts.select,
+        "protocol": PROTOCOLS[opts.select],
+        "parallel": f"{opts.parallel} on {dp.num_devices} device(s)",
+        "feature_cache": {k: v for k, v in data_info.items() if k != "key"},
+        "final_metrics": last,
+        "history": history,
+        "evaluations": evaluations,
+        "step_s": timings["train_s"] / steps_run if steps_run else None,
+    }
+    return FitResult(state=exported, info=info)
+
+
+def _evaluation(trainer, state, val, opts, ctx, writer, step, preview, evaluations) -> float | None:
+    """One evaluation at an epoch end: the selection criterion (if any) and TensorBoard heatmaps."""
+    record: dict[str, Any] = {"step": step}
+    criterion = None
+    if opts.select == "val":
+        criterion = _evaluate_val(trainer, state, val, opts)
+        record["val_loss"] = criterion
+        writer.scalars(step, {"val/loss": criterion})
+    elif opts.select == "test_official":
+        metrics = ctx.evaluate_test(trainer.export(state))
+        keys = getattr(trainer, "official_selection", ("image_auroc",))
+        criterion = float(sum(metrics[k] or 0.0 for k in keys))
+        record.update(test_metrics=metrics, criterion=criterion)
+        writer.scalars(step, {f"test/{k}": v for k, v in metrics.items()})
+    if writer.enabled and preview:
+        pred = trainer.predict(trainer.export(state), np.stack(preview))
+        lo, hi = heatmaps.colour_range(pred.anomaly_maps)
+        for i, (img, m) in enumerate(zip(preview, pred.anomaly_maps, strict=True)):
+            panel = heatmaps.panel(heatmaps.denormalize(img), m, vmin=lo, vmax=hi)
+            writer.image(step, f"heatmaps/{i}", panel)
+        writer.flush()
+    evaluations.append(record)
+    return criterion

@@ -13,9 +13,17 @@ Two kinds of methods, one loop (``jad.train_lib``) and one runner for both:
                                        parameters, optimiser states and method extras with their
                                        final shapes. Pure: ``jax.eval_shape`` of it is the target
                                        a checkpoint is restored into.
-  ``init_from_data(state, data) -> TrainState``
+  ``examples(data) -> TrainData``      optional: turn the per-image data into training examples
+                                       (ProxyCore trains on patches); default: one per image.
+  ``init_from_data(state, data, order) -> TrainState``
                                        optional: data-dependent initialisation before step 0 (PBAS
-                                       sample centres). Not re-run on resume (it is in the state).
+                                       sample centres, visiting the data in the seeded ``order``).
+                                       Not re-run on resume (its result is in the state).
+  ``make_batch(data, positions, step) -> batch``
+                                       optional: build a step's host batch (default: gather
+                                       ``data.arrays`` rows, plus ``index``); the loop pads it.
+  ``state_specs(abstract_state, num_devices) -> PartitionSpec tree``
+                                       optional: shard state that does not fit one device.
   ``train_step(state, batch, axis_name=None) -> (state, metrics)``
                                        pure; jitted with the batch sharded over a ``data`` mesh
                                        axis, or pmapped when ``axis_name`` is given (every batch

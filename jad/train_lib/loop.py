@@ -212,10 +212,6 @@ def _load_arrays(trainer, loader, opts: LoopOptions, ctx: FitContext) -> tuple[d
 # ---------------------------------------------------------------------------------------------
 
 
-def _abstract(tree, sharding):
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
-
-
 def _to_host(tree):
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
@@ -260,6 +256,8 @@ def fit_trainer(
     train_idx, val_idx = holdout_split(opts.seed, n_all, frac)
     data = TrainData(arrays, train_idx)
     val = TrainData(arrays, val_idx)
+    if hasattr(trainer, "examples"):  # e.g. ProxyCore trains on patches, not images
+        data, val = trainer.examples(data), trainer.examples(val)
     timings["features_s"] = data_info.pop("seconds")
     n = data.num_examples
     spe = steps_per_epoch(n, opts.batch_size)
@@ -267,10 +265,15 @@ def fit_trainer(
     ckpt_every = opts.checkpoint_every or spe
 
     # -- devices, state --------------------------------------------------------------------
-    dp = DataParallel(trainer.train_step, mesh=data_mesh(), mode=opts.parallel)
-    batch_shape = padded_batch_size(opts.batch_size, dp.num_devices)
+    mesh = data_mesh()
+    batch_shape = padded_batch_size(opts.batch_size, int(mesh.devices.size))
     sample = pad_to(make_batch(trainer, data, np.arange(min(n, opts.batch_size)), 0), batch_shape)
-    abstract = _abstract(jax.eval_shape(trainer.init, key, sample), dp.replicated)
+    shapes = jax.eval_shape(trainer.init, key, sample)
+    specs = None
+    if hasattr(trainer, "state_specs"):  # state too big for one device: the trainer shards it
+        specs = trainer.state_specs(shapes, int(mesh.devices.size))
+    dp = DataParallel(trainer.train_step, mesh=mesh, mode=opts.parallel, state_specs=specs)
+    abstract = dp.abstract_state(shapes)
     best_mode = {"last": None, "val": "min", "test_official": "max"}[opts.select]
     ckpts = Checkpoints(workdir / "train", keep=opts.keep, best_mode=best_mode) if workdir else None
     meta = {"fit_signature": signature, "method": trainer.name}

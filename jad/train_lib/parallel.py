@@ -66,8 +66,12 @@ def pad_to(batch: dict[str, Any], size: int) -> dict[str, Any]:
 class DataParallel:
     """Runs ``step(state, batch, axis_name=None) -> (state, metrics)`` over a mesh.
 
-    ``put_state`` / ``get_state`` move the state to its placement and back; ``__call__`` takes a
-    host batch (padded with :func:`pad_to`) and returns the new device state and metrics.
+    ``put_state`` moves the state to its placement; ``__call__`` takes a host batch (padded with
+    :func:`pad_to`) and returns the new device state and metrics.
+
+    ``state_specs`` (jit only): a pytree of ``PartitionSpec`` matching the state, for state that
+    does not fit one device (e.g. ProxyCore's proxy matrix and its optimiser moments split over
+    ``data``); default: everything replicated.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class DataParallel:
         mesh: Mesh | None = None,
         mode: str = "jit",
         donate: bool = True,
+        state_specs: Any = None,
     ):
         if mode not in MODES:
             raise UserError(f"train.parallel={mode!r} is unknown; use one of {', '.join(MODES)}")
@@ -85,11 +90,22 @@ class DataParallel:
         self.num_devices = int(self.mesh.devices.size)
         self.replicated = NamedSharding(self.mesh, P())
         self.sharded = NamedSharding(self.mesh, P(AXIS))
+        if state_specs is not None and mode != "jit":
+            raise UserError("a sharded train state needs train.parallel=jit (pmap replicates it)")
+        self.state_sharding = (
+            self.replicated
+            if state_specs is None
+            else jax.tree.map(
+                lambda spec: NamedSharding(self.mesh, spec),
+                state_specs,
+                is_leaf=lambda x: isinstance(x, P),
+            )
+        )
         if mode == "jit":
             self._fn = jax.jit(
                 lambda s, b: step(s, b, axis_name=None),
-                in_shardings=(self.replicated, self.sharded),
-                out_shardings=(self.replicated, self.replicated),
+                in_shardings=(self.state_sharding, self.sharded),
+                out_shardings=(self.state_sharding, self.replicated),
                 donate_argnums=(0,) if donate else (),
             )
         else:
@@ -102,7 +118,20 @@ class DataParallel:
             )
 
     def put_state(self, state: Any) -> Any:
-        return jax.device_put(state, self.replicated) if self.mode == "jit" else state
+        return jax.device_put(state, self.state_sharding) if self.mode == "jit" else state
+
+    def abstract_state(self, abstract: Any) -> Any:
+        """``jax.eval_shape`` output with the state's shardings attached (a restore target)."""
+        if isinstance(self.state_sharding, NamedSharding):
+            return jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.state_sharding),
+                abstract,
+            )
+        return jax.tree.map(
+            lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+            abstract,
+            self.state_sharding,
+        )
 
     def put_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         n = len(batch["mask"])

@@ -32,6 +32,10 @@ def base(method: str) -> ml_collections.ConfigDict:
     c.data.synthetic_seed = 0
     c.data.synthetic_mode = "easy"  # easy | hard (subtle defects; used by the trainers' demos)
     c.data.category_resize = ""  # per-category resize, e.g. "toothbrush:329,wood:329"
+    # Labelled anomalies (any method): move N defective test images per category, with masks, into
+    # a train_anomalous split (seeded, round-robin over defect types) and out of the evaluation.
+    c.data.labelled_anomalies = 0
+    c.data.split_seed = 0
 
     c.backbone = ml_collections.ConfigDict()
     c.backbone.arch = "wide_resnet50_2"

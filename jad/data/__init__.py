@@ -39,6 +39,7 @@ from jad.data.preprocess import (
     preprocess_mask,
     to_rgb,
 )
+from jad.data.splits import labelled_anomalies
 
 __all__ = [
     "DATASETS",
@@ -56,6 +57,7 @@ __all__ = [
     "decode_record",
     "decode_tfds",
     "list_categories",
+    "labelled_anomalies",
     "load",
     "mask_array",
     "prepare",

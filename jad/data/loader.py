@@ -37,10 +37,10 @@ import numpy as np
 from jad.data.errors import DatasetError
 from jad.data.layouts import Record, scan
 from jad.data.preprocess import Preprocess, preprocess_example
+from jad.data.splits import SPLITS, split_positions
 
 Batch = dict[str, np.ndarray]
 BACKENDS = ("grain", "threads")
-SPLITS = ("train", "test")
 
 
 def _default_workers() -> int:
@@ -251,6 +251,8 @@ def load(
     shard_index: int = 0,
     num_workers: int | None = None,
     backend: str = "grain",
+    labelled_anomalies: int = 0,
+    split_seed: int = 0,
 ) -> Loader:
     """Loader over one split of one category.
 
@@ -258,7 +260,7 @@ def load(
       name: dataset name (``mvtec``, ``visa``, ``mpdd``, ``btad``, ``folder``, ``synthetic``).
       root: the dataset root on disk.
       category: category name (``folder``: may be None when ``root`` is the tree).
-      split: ``"train"`` or ``"test"``.
+      split: ``"train"``, ``"test"`` or ``"train_anomalous"`` (the labelled anomalies).
       pre: preprocessing settings (e.g. ``preprocess_for("patchcore", "mvtec", category)``).
       batch_size, shuffle, seed, drop_remainder: batching and per-epoch shuffling.
       data_dir: where tfds copies are prepared (default ``$JAD_DATA_DIR`` or ``~/.cache/jad/tfds``).
@@ -266,12 +268,14 @@ def load(
       num_shards, shard_index: host sharding (e.g. ``jax.process_count()``, ``jax.process_index()``).
       num_workers: decode threads (default ``min(4, cpu_count)``; 0 = in the calling thread).
       backend: ``"grain"`` (default) or ``"threads"``.
+      labelled_anomalies, split_seed: move this many defective test images (with masks) into
+        ``"train_anomalous"`` and out of ``"test"`` (:mod:`jad.data.splits`).
 
     Returns:
       A :class:`Loader`.
     """
     if split not in SPLITS:
-        raise DatasetError(f"split={split!r} is unknown; use 'train' or 'test'.")
+        raise DatasetError(f"split={split!r} is unknown; use one of {', '.join(SPLITS)}.")
     if not isinstance(pre, Preprocess):
         raise DatasetError(f"pre={pre!r} must be a jad.data.Preprocess.")
     _check_args(batch_size, num_shards, shard_index, num_workers, backend)
@@ -286,9 +290,18 @@ def load(
         num_workers=num_workers,
         backend=backend,
     )
+    base = "train" if split == "train" else "test"
+    cat = records[base][0].category if records[base] else str(category)
+    positions = split_positions(
+        split, records["test"], labelled_anomalies, seed=split_seed, category=cat
+    )
     if not use_tfds:
-        return Loader(records[split], lambda r: decode_record(r, pre), **kwargs)
-    from jad.data.builders import prepare
+        source, decode = records[base], (lambda r: decode_record(r, pre))
+    else:
+        from jad.data.builders import prepare
 
-    prepared = prepare(name, root, category, data_dir=data_dir, records=records)
-    return Loader(prepared.data_source(split), lambda e: decode_tfds(e, pre), **kwargs)
+        prepared = prepare(name, root, category, data_dir=data_dir, records=records)
+        source, decode = prepared.data_source(base), (lambda e: decode_tfds(e, pre))
+    if positions is not None:
+        source = _Subset(source, np.asarray(positions, np.int64))
+    return Loader(source, decode, **kwargs)

@@ -82,6 +82,7 @@ class FitContext:
     progress: bool = True
     evaluate_test: Callable[[Any], dict[str, float | None]] | None = None
     dataset_id: str = ""
+    anomalous: Any = None  # a loader of the train_anomalous split (data.labelled_anomalies > 0)
 
 
 @flax.struct.dataclass
@@ -107,10 +108,13 @@ class TrainData:
 
     ``arrays["features"]`` for a trainer with ``embed``, else ``arrays["image"]``; ``indices``
     maps example i to its position in the category's training list (held-out images removed).
+    ``aux`` holds arrays that are not training examples: ``anomalous_image`` / ``anomalous_mask``
+    (the labelled anomalies) for a trainer with ``uses_anomalies = True``.
     """
 
     arrays: dict[str, Any]
     indices: np.ndarray
+    aux: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def num_examples(self) -> int:

@@ -203,8 +203,19 @@ def _load_arrays(trainer, loader, opts: LoopOptions, ctx: FitContext) -> tuple[d
             "label": np.concatenate(labels),
         }
         info = {"where": "memory", "gb": arrays["image"].nbytes / 2**30}
+    aux = {}
+    if getattr(trainer, "uses_anomalies", False):
+        if ctx.anomalous is None:
+            raise UserError(
+                f"{trainer.name} trains with labelled anomalies: set data.labelled_anomalies > 0"
+            )
+        batches_a = list(ctx.anomalous.epoch(0))
+        aux = {
+            "anomalous_image": np.concatenate([b["image"] for b in batches_a]),
+            "anomalous_mask": np.concatenate([b["mask"] for b in batches_a]),
+        }
     info["seconds"] = time.perf_counter() - t0
-    return arrays, info | {"preview": preview[: opts.num_tb_heatmaps]}
+    return arrays, aux, info | {"preview": preview[: opts.num_tb_heatmaps]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,13 +260,13 @@ def fit_trainer(
     timings: dict[str, float] = {}
 
     # -- data ------------------------------------------------------------------------------
-    arrays, data_info = _load_arrays(trainer, loader, opts, ctx)
+    arrays, aux, data_info = _load_arrays(trainer, loader, opts, ctx)
     preview = data_info.pop("preview")
     n_all = len(next(iter(arrays.values())))
     frac = opts.val_fraction if opts.select == "val" else 0.0
     train_idx, val_idx = holdout_split(opts.seed, n_all, frac)
-    data = TrainData(arrays, train_idx)
-    val = TrainData(arrays, val_idx)
+    data = TrainData(arrays, train_idx, aux)
+    val = TrainData(arrays, val_idx, aux)
     if hasattr(trainer, "examples"):  # e.g. ProxyCore trains on patches, not images
         data, val = trainer.examples(data), trainer.examples(val)
     timings["features_s"] = data_info.pop("seconds")

@@ -159,8 +159,33 @@ def make_loader(config, root: Path, category: str, split: str):
         batch_size=int(config.data.batch_size),
         shuffle=False,
         seed=int(config.seed),
+        labelled_anomalies=int(config.data.get("labelled_anomalies", 0)),
+        split_seed=int(config.data.get("split_seed", 0)),
         **kwargs,
     )
+
+
+def anomaly_manifest(config, root: Path, category: str) -> dict[str, Any] | None:
+    """The labelled-anomalies split of ``category`` (None when ``data.labelled_anomalies`` is 0)."""
+    from jad import data as jdata
+
+    n = int(config.data.get("labelled_anomalies", 0))
+    if n == 0:
+        return None
+    test = jdata.scan(str(config.data.name), str(root), category)["test"]
+    seed = int(config.data.get("split_seed", 0))
+    picked = jdata.labelled_anomalies(test, n, seed=seed, category=category)
+    return {
+        "category": category,
+        "n": n,
+        "split_seed": seed,
+        "rule": "seeded, round-robin over defect types (sorted); removed from the test set",
+        "files": [
+            {"path": test[i].path, "defect": test[i].defect, "mask": test[i].mask_path}
+            for i in picked
+        ],
+        "test_images_remaining": len(test) - n,
+    }
 
 
 def category_key(seed: int, category: str) -> jax.Array:
@@ -248,11 +273,15 @@ def fit_or_restore(
             )
             return metrics
 
+        anomalous = None
+        if int(config.data.get("labelled_anomalies", 0)) > 0:
+            anomalous = make_loader(config, root, category, "train_anomalous")
         ctx = FitContext(
             workdir / category,
             progress,
             evaluate_test=evaluate_test,
             dataset_id=dataset_id(config, root, category),
+            anomalous=anomalous,
         )
         result = fit_trainer(method, train, config=config, key=key, ctx=ctx, signature=signature)
     else:
@@ -439,6 +468,9 @@ def train_and_evaluate(
     timings: dict[str, dict[str, float]] = {}
     extras: dict[str, Any] = {}
     for category in categories:
+        manifest = anomaly_manifest(config, root, category)
+        if manifest is not None:
+            write_json(workdir / category / "labelled_anomalies.json", manifest)
         state, fit_info = fit_or_restore(method, config, root, category, workdir, progress=progress)
         hm_dir = (
             workdir / category / "heatmaps" if config.eval.get("num_heatmaps", -1) != 0 else None
@@ -451,6 +483,8 @@ def train_and_evaluate(
             k: float(v) for k, v in fit_info.items() if k.endswith("_s") and v is not None
         } | t_eval
         extras[category] = {k: v for k, v in fit_info.items() if not k.endswith("_s")} | extra
+        if manifest is not None:
+            extras[category]["labelled_anomalies"] = manifest
         log(
             f"[{category}] "
             + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None)

@@ -143,3 +143,32 @@ def test_reweighting_and_euclidean_options(small_synthetic, trained):
         state, batch["image"]
     )
     np.testing.assert_allclose(eu.image_scores, np.sqrt(base.image_scores), rtol=1e-5)
+
+
+def test_labelled_anomalies_are_never_scored_and_the_split_is_reproducible(
+    small_synthetic, tmp_path
+):
+    config = fast_config(
+        small_synthetic,
+        **{"data.labelled_anomalies": 3, "data.categories": "disc", "eval.num_heatmaps": 0},
+    )
+    res = runner.train_and_evaluate(config, tmp_path / "a", progress=False)
+    manifest = json.loads((tmp_path / "a" / "disc" / "labelled_anomalies.json").read_text())
+    assert manifest == res["details"]["disc"]["labelled_anomalies"]
+    chosen = {f["path"] for f in manifest["files"]}
+    assert len(chosen) == 3 and {f["defect"] for f in manifest["files"]} == {
+        "missing",
+        "scratch",
+        "stain",
+    }
+    scored = set(res["details"]["disc"]["image_scores"])
+    assert not chosen & scored  # no labelled anomaly is ever scored
+    assert len(scored) == 9 - 3 and res["details"]["disc"]["num_test_images"] == 6
+    assert res["config"]["data"]["labelled_anomalies"] == 3
+    # the same seed gives the same split (another workdir); another split seed another one
+    again = runner.anomaly_manifest(config, small_synthetic, "disc")
+    assert again == manifest
+    other = fast_config(small_synthetic, **{"data.labelled_anomalies": 3, "data.split_seed": 1})
+    assert runner.anomaly_manifest(other, small_synthetic, "disc")["files"] != manifest["files"]
+    # part of the model's identity: a different split on the same workdir is refused
+    assert runner.fit_signature(other) != runner.fit_signature(config)

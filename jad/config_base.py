@@ -120,3 +120,38 @@ def pbas(dataset: str = "synthetic") -> ml_collections.ConfigDict:
     c.train.epochs = 640  # paper: 400
     c.train.batch_size = 8
     return c
+
+
+def apc(dataset: str = "synthetic") -> ml_collections.ConfigDict:
+    """AnomalousPatchCore with the spec's proposed defaults (shared/specs/apc.md; no public code).
+
+    Every value here is jad's choice where the paper is silent; all are recorded in results.json.
+    """
+    c = patchcore(dataset)  # stage 2 is PatchCore: its keys (coreset, scoring) apply unchanged
+    c.method = "apc"
+    c.data.labelled_anomalies = 10  # per category, moved out of the test set (manifest written)
+    c.apc = ml_collections.ConfigDict()
+    c.apc.train_from = "layer2"  # stem | layer1 | layer2 | layer3 | layer4: first trainable stage
+    c.apc.decoder_width = 1.0  # 1.0 = the spec's channels (1024/512, 256, 128, 64, 32)
+    c.apc.w_cls = 10.0  # L = 10 L_cls + L_segm + L_recon
+    c.apc.w_segm = 1.0
+    c.apc.w_recon = 1.0
+    c.apc.focal_gamma = 2.0
+    c.apc.recon_on = "normal"  # normal | all
+    c.apc.anomalous_batch = 8  # + train.batch_size normal images per step
+    c.apc.augment = "auto"  # auto (the spec's per-category table) | none | hflip | rot | flip_rot
+    c.apc.augment_normals = False  # the spec augments the labelled anomalies
+    c.apc.jitter = 0.1  # brightness / contrast factors in [0.9, 1.1] ...
+    c.apc.jitter_p = 0.5  # ... with this probability
+    c.apc.lr_encoder = 1e-5
+    c.apc.lr_head = 1e-4
+    c.apc.weight_decay = 1e-4
+    c.apc.warmup_steps = 100
+    c.apc.clip_norm = 1.0
+    c.apc.remat = True  # recompute bottleneck activations in the backward pass (less memory)
+    c.train = train()
+    c.train.steps = 2000
+    c.train.epochs = 0
+    c.train.batch_size = 8  # normal images per step
+    c.train.checkpoint_every = 100
+    return c

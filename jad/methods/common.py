@@ -24,6 +24,7 @@ Two kinds of methods, one loop (``jad.train_lib``) and one runner for both:
                                        ``data.arrays`` rows, plus ``index``); the loop pads it.
   ``state_specs(abstract_state, num_devices) -> PartitionSpec tree``
                                        optional: shard state that does not fit one device.
+  ``begin_category(category)``         optional: per-category settings (APC's augmentations).
   ``train_step(state, batch, axis_name=None) -> (state, metrics)``
                                        pure; jitted with the batch sharded over a ``data`` mesh
                                        axis, or pmapped when ``axis_name`` is given (every batch
@@ -83,6 +84,7 @@ class FitContext:
     evaluate_test: Callable[[Any], dict[str, float | None]] | None = None
     dataset_id: str = ""
     anomalous: Any = None  # a loader of the train_anomalous split (data.labelled_anomalies > 0)
+    category: str = ""
 
 
 @flax.struct.dataclass
@@ -189,6 +191,7 @@ def pad_batch(images: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
 _REGISTRY = {
     "patchcore": "jad.methods.patchcore:from_config",
     "pbas": "jad.methods.pbas:from_config",
+    "apc": "jad.methods.apc:from_config",
 }
 
 

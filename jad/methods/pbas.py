@@ -258,6 +258,7 @@ class PBAS:
     """PBAS trainer on cached frozen-backbone features (see the module docstring)."""
 
     name = "pbas"
+    official_selection = ("image_auroc", "pixel_auroc")  # best test I-AUROC + P-AUROC per epoch
 
     def __init__(self, config, *, backbone: tuple[Any, Any] | None = None):
         from jad.models.features import feature_grid, make_feature_fn

@@ -133,3 +133,119 @@ class PBASDiscriminator(nn.Module):
             1, use_bias=False, kernel_init=xavier_normal, precision=self.precision, name="tail"
         )(h)
         return out[..., 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# APC: U-Net-style decoder over the backbone stages + segmentation / reconstruction / class heads
+# ---------------------------------------------------------------------------------------------
+
+#: He-normal, fan_out (torchvision's conv init) for the decoder's convolutions.
+he_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class ConvBNReLU(nn.Module):
+    """Conv 3x3 (torch padding 1, no bias) -> BatchNorm (train: batch statistics) -> ReLU."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool, axis_name: str | None = None) -> jax.Array:
+        x = nn.Conv(
+            self.features,
+            (3, 3),
+            padding=((1, 1), (1, 1)),
+            use_bias=False,
+            kernel_init=he_normal_fan_out,
+            name="conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            axis_name=axis_name,
+            name="bn",
+        )(x)
+        return nn.relu(x)
+
+
+class UpBlock(nn.Module):
+    """ConvTranspose 2x2 / 2 (``up`` channels) -> concat skip -> 2 x ConvBNReLU(``features``)."""
+
+    up: int
+    features: int
+
+    @nn.compact
+    def __call__(self, x, skip=None, *, train: bool, axis_name: str | None = None):
+        x = nn.ConvTranspose(
+            self.up,
+            (2, 2),
+            strides=(2, 2),
+            padding="VALID",
+            kernel_init=he_normal_fan_out,
+            name="up",
+        )(x)
+        if skip is not None:
+            x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
+        x = ConvBNReLU(self.features, name="conv1")(x, train=train, axis_name=axis_name)
+        return ConvBNReLU(self.features, name="conv2")(x, train=train, axis_name=axis_name)
+
+
+class APCDecoder(nn.Module):
+    """The APC fine-tuning heads (spec ``apc.md`` §3; jad's proposed wiring, no public code).
+
+    Input: backbone stages ``stem_prepool`` [B, H/2, W/2, 64], ``layer1`` .. ``layer4``.
+    Output: segmentation logits [B, H, W], reconstruction [B, H, W, 3] (ImageNet-normalised RGB),
+    classification logit [B]. ``width`` scales the decoder's channels (1.0 = the spec's
+    1024/512, 256, 128, 64, 32).
+    """
+
+    width: float = 1.0
+
+    @nn.compact
+    def __call__(self, stages: dict, *, train: bool, axis_name: str | None = None):
+        c = lambda n: max(8, int(round(n * self.width)))
+        kw = dict(train=train, axis_name=axis_name)
+        x = UpBlock(c(1024), c(512), name="up4")(stages["layer4"], stages["layer3"], **kw)
+        x = UpBlock(c(256), c(256), name="up3")(x, stages["layer2"], **kw)
+        x = UpBlock(c(128), c(128), name="up2")(x, stages["layer1"], **kw)
+        x = UpBlock(c(64), c(64), name="up1")(x, stages["stem_prepool"], **kw)
+        x = UpBlock(c(32), c(32), name="up0")(x, None, **kw)
+        seg = nn.Conv(1, (1, 1), kernel_init=he_normal_fan_out, name="seg")(x)[..., 0]
+        recon = nn.Conv(3, (1, 1), kernel_init=he_normal_fan_out, name="recon")(x)
+        pooled = jnp.mean(stages["layer4"].astype(jnp.float32), axis=(1, 2))
+        cls = Linear(1, name="cls")(pooled)[..., 0]
+        return seg, recon, cls
+
+
+# ---------------------------------------------------------------------------------------------
+# ProxyCore: the embedding / projection MLP (spec ``proxycore.md`` §5)
+# ---------------------------------------------------------------------------------------------
+
+
+class ProxyMLP(nn.Module):
+    """ProxyCore ``MLP(in, hidden, out)``: [N, in] -> [N, out] float32.
+
+    Linear(in, hidden) -> BatchNorm1d(hidden) -> ReLU -> Linear(hidden, out); no dropout, no final
+    norm or activation; torch-default initialisers (``Linear``) and BatchNorm semantics
+    (``BatchNorm1d``: row ``mask``, pmapped ``axis_name``, eps 1e-5, momentum 0.1). ProxyCore uses
+    it twice (embedding 1024 -> 4096 -> 1024, projection 1024 -> 4096 -> 1024); its trainable
+    proxy matrix is a plain parameter of the method (``jad.methods.proxycore``).
+    """
+
+    hidden: int = 4096
+    out: int = 1024
+    precision: Any = None
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        train: bool,
+        mask: jax.Array | None = None,
+        axis_name: str | None = None,
+    ) -> jax.Array:
+        h = Linear(self.hidden, precision=self.precision, name="fc1")(x)
+        h = BatchNorm1d(name="bn")(h, train=train, mask=mask, axis_name=axis_name)
+        h = nn.relu(h)
+        return Linear(self.out, precision=self.precision, name="fc2")(h)

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "logits")
+#: conv1 -> bn1 -> relu before the max-pool ([B, H/2, W/2, 64]): the U-Net decoder's first skip.
+PREPOOL = "stem_prepool"
 BLOCKS = (3, 4, 6, 3)
 PLANES = (64, 128, 256, 512)
 EXPANSION = 4
@@ -136,6 +138,7 @@ class ResNet(nn.Module):
     num_classes: int = 1000
     dtype: Any = jnp.float32
     precision: Any = None
+    remat: bool = False  # recompute each bottleneck's activations in the backward pass
 
     @nn.compact
     def __call__(
@@ -150,7 +153,8 @@ class ResNet(nn.Module):
         Args:
           x: [B, H, W, 3] normalised images (any float dtype; cast to ``dtype``).
           train: BN uses batch statistics (and updates ``batch_stats`` when it is mutable).
-          stages: any of ``"stem"`` (after the max-pool, [B, H/4, W/4, 64]), ``"layer1"``
+          stages: any of ``"stem_prepool"`` (conv1 + bn + relu before the max-pool,
+            [B, H/2, W/2, 64]), ``"stem"`` (after the max-pool, [B, H/4, W/4, 64]), ``"layer1"``
             (256 * w ch, /4), ``"layer2"`` (512 * w, /8), ``"layer3"`` (1024 * w, /16),
             ``"layer4"`` (2048 * w, /32) with w = 1, ``"logits"`` ([B, num_classes], float32).
 
@@ -159,24 +163,29 @@ class ResNet(nn.Module):
           requested stage is computed.
         """
         stages = (stages,) if isinstance(stages, str) else tuple(stages)
-        unknown = [s for s in stages if s not in STAGES]
+        unknown = [s for s in stages if s not in STAGES and s != PREPOOL]
         if unknown or not stages:
-            raise ValueError(f"unknown stage(s) {unknown or stages}; choose from {STAGES}.")
-        deepest = max(STAGES.index(s) for s in stages)
+            raise ValueError(
+                f"unknown stage(s) {unknown or stages}; choose from {(PREPOOL, *STAGES)}."
+            )
+        deepest = max(STAGES.index("stem" if s == PREPOOL else s) for s in stages)
         out: dict[str, jax.Array] = {}
 
         x = x.astype(self.dtype)
         x = _conv(64, 7, 2, 3, "conv1", self)(x)
         x = nn.relu(BatchNorm2d(dtype=self.dtype, name="bn1")(x, train))
+        if PREPOOL in stages:
+            out[PREPOOL] = x
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf
         if "stem" in stages:
             out["stem"] = x
         if deepest == 0:
             return out
+        block = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
         for li, (nblocks, planes) in enumerate(zip(BLOCKS, PLANES, strict=True)):
             width = planes * self.width_per_group // 64
             for b in range(nblocks):
-                x = Bottleneck(
+                x = block(
                     planes=planes,
                     width=width,
                     stride=(2 if li > 0 else 1) if b == 0 else 1,
@@ -257,9 +266,14 @@ ARCHS = {"wide_resnet50_2": wide_resnet50_2, "resnet50": resnet50}
 
 def stage_hw(image_hw: tuple[int, int], stage: str) -> tuple[int, int]:
     """Spatial size of a stage's output for an input of ``image_hw`` (torch conv arithmetic)."""
-    if stage not in STAGES[:-1]:
-        raise ValueError(f"stage {stage!r} has no spatial grid; choose from {STAGES[:-1]}.")
-    n_halvings = 2 + max(0, STAGES.index(stage) - 1)  # stem conv + pool, then layer2..4
+    if stage != PREPOOL and stage not in STAGES[:-1]:
+        raise ValueError(
+            f"stage {stage!r} has no spatial grid; choose from {(PREPOOL, *STAGES[:-1])}."
+        )
+    if stage == PREPOOL:
+        n_halvings = 1
+    else:
+        n_halvings = 2 + max(0, STAGES.index(stage) - 1)  # stem conv + pool, then layer2..4
 
     def f(n: int) -> int:
         for _ in range(n_halvings):  # k=3,p=1,s=2 / k=7,p=3,s=2: floor((n - 1) / 2) + 1

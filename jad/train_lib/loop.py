@@ -139,15 +139,19 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> tuple[np.nda
     return epoch_order(seed, epoch, n)[b * batch_size : (b + 1) * batch_size], epoch
 
 
-def make_batch(trainer: Trainer, data: TrainData, positions: np.ndarray, step: int) -> dict:
-    """The host batch for ``positions`` (into ``data.indices``); trainers may build their own."""
-    custom = getattr(trainer, "make_batch", None)
-    if custom is not None:
-        return custom(data, positions, step)
+def gather(data: TrainData, positions: np.ndarray) -> dict:
+    """The examples at ``positions`` (into ``data.indices``) plus their ``index``."""
     rows = data.indices[positions]
     batch = {k: np.asarray(v[rows]) for k, v in data.arrays.items()}
     batch["index"] = rows.astype(np.int32)
     return batch
+
+
+def make_batch(trainer: Trainer, data: TrainData, positions: np.ndarray, step: int) -> dict:
+    """The host training batch of ``step``; trainers may build their own (e.g. APC's balanced
+    normal + anomalous batches), always as a pure function of (data, positions, step)."""
+    custom = getattr(trainer, "make_batch", None)
+    return custom(data, positions, step) if custom is not None else gather(data, positions)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,9 +201,9 @@ def _load_arrays(trainer, loader, opts: LoopOptions, ctx: FitContext) -> tuple[d
                 masks.append(batch["mask"])
                 labels.append(batch["label"])
                 bar.update(1)
-        arrays = {
+        arrays = {  # "mask" is the row mask of a batch; ground-truth masks are "gt_mask"
             "image": np.concatenate(images),
-            "mask": np.concatenate(masks),
+            "gt_mask": np.concatenate(masks),
             "label": np.concatenate(labels),
         }
         info = {"where": "memory", "gb": arrays["image"].nbytes / 2**30}
@@ -240,7 +244,7 @@ def _evaluate_val(trainer, state, data: TrainData, opts: LoopOptions) -> float:
     n = data.num_examples
     for s in range(0, n, opts.batch_size):
         pos = np.arange(s, min(n, s + opts.batch_size))
-        batch = pad_to(make_batch(trainer, data, pos, 0), opts.batch_size)
+        batch = pad_to(gather(data, pos), opts.batch_size)  # plain held-out examples
         real = len(pos)
         total += float(fn(state, batch)) * real
         count += real
@@ -256,8 +260,15 @@ def fit_trainer(
         raise UserError(f"train.select=val: {trainer.name} has no normal-only validation criterion")
     if opts.select == "test_official" and ctx.evaluate_test is None:
         raise UserError("train.select=test_official needs the test set (run through jad.train)")
+    if opts.select == "test_official" and not getattr(trainer, "official_selection", None):
+        raise UserError(
+            f"train.select=test_official: {trainer.name} has no official code whose selection rule "
+            f"could be reproduced; use train.select=last or val"
+        )
     workdir = Path(ctx.workdir) if ctx.workdir is not None else None
     timings: dict[str, float] = {}
+    if hasattr(trainer, "begin_category"):
+        trainer.begin_category(ctx.category)
 
     # -- data ------------------------------------------------------------------------------
     arrays, aux, data_info = _load_arrays(trainer, loader, opts, ctx)
@@ -277,7 +288,8 @@ def fit_trainer(
 
     # -- devices, state --------------------------------------------------------------------
     mesh = data_mesh()
-    batch_shape = padded_batch_size(opts.batch_size, int(mesh.devices.size))
+    step_examples = int(getattr(trainer, "step_batch_size", opts.batch_size))
+    batch_shape = padded_batch_size(step_examples, int(mesh.devices.size))
     sample = pad_to(make_batch(trainer, data, np.arange(min(n, opts.batch_size)), 0), batch_shape)
     shapes = jax.eval_shape(trainer.init, key, sample)
     specs = None
@@ -425,7 +437,7 @@ def _evaluation(trainer, state, val, opts, ctx, writer, step, preview, evaluatio
         writer.scalars(step, {"val/loss": criterion})
     elif opts.select == "test_official":
         metrics = ctx.evaluate_test(trainer.export(state))
-        keys = getattr(trainer, "official_selection", ("image_auroc",))
+        keys = trainer.official_selection
         criterion = float(sum(metrics[k] or 0.0 for k in keys))
         record.update(test_metrics=metrics, criterion=criterion)
         writer.scalars(step, {f"test/{k}": v for k, v in metrics.items()})

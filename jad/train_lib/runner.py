@@ -282,6 +282,7 @@ def fit_or_restore(
             evaluate_test=evaluate_test,
             dataset_id=dataset_id(config, root, category),
             anomalous=anomalous,
+            category=category,
         )
         result = fit_trainer(method, train, config=config, key=key, ctx=ctx, signature=signature)
     else:
@@ -505,6 +506,12 @@ def train_and_evaluate(
         "config": config_to_dict(config),
         "run": run_info(),
     }
+    paper_keys = getattr(method, "paper_keys", None)
+    if paper_keys:  # the paper's table: a view of jad's keys, no new metrics
+        results["paper_view"] = {
+            cat: {name: row.get(key) for name, key in paper_keys.items()}
+            for cat, row in summary.items()
+        }
     write_json(workdir / "results.json", results)
     _write_tables(workdir, summary)
     return results

@@ -307,11 +307,38 @@ def _sniff(path: Path) -> str:
     return "unknown"
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
-    """Reads a torchvision/timm state dict from ``.pth``/``.pt``/``.bin`` (torch) or ``.safetensors``.
+MOCO_PREFIXES = ("module.base_encoder.", "base_encoder.")
 
-    A checkpoint dict wrapping the weights under ``"state_dict"`` or ``"model"`` is unwrapped and a
+
+def select_base_encoder(sd: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A MoCo v3 checkpoint's ResNet (``module.base_encoder.*``), its projection MLP (``fc.*``)
+    dropped; the momentum encoder and predictor are ignored. Other state dicts pass unchanged.
+
+    Returns (state dict, facts for the metadata or None when the file is not MoCo-style).
+    """
+    for prefix in MOCO_PREFIXES:
+        if any(k.startswith(prefix) for k in sd):
+            enc = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+            head = sorted(k for k in enc if k.startswith("fc."))
+            for k in head:
+                del enc[k]
+            return enc, {
+                "layout": "moco_v3",
+                "encoder_prefix": prefix,
+                "projection_keys_dropped": len(head),
+                "other_keys_ignored": len(sd) - len(enc) - len(head),
+            }
+    return dict(sd), None
+
+
+def read_state_dict(path: str | os.PathLike, *, with_layout: bool = False):
+    """Reads a torchvision/timm state dict from ``.pth``/``.pt``/``.bin``/``.pth.tar`` (torch) or
+    ``.safetensors``.
+
+    A checkpoint dict wrapping the weights under ``"state_dict"`` or ``"model"`` is unwrapped, a
+    MoCo v3 checkpoint is reduced to its base encoder (:func:`select_base_encoder`) and a
     ``module.`` prefix (DataParallel) is stripped. Values stay torch tensors / numpy arrays.
+    With ``with_layout`` also returns the MoCo facts (or None).
     """
     path = Path(path)
     if not path.is_file():
@@ -356,6 +383,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
                 break
     if not isinstance(sd, Mapping) or not sd:
         raise ConversionError(f"{path} does not contain a state dict (got {type(sd).__name__}).")
+    sd, layout = select_base_encoder(sd)
     out = {}
     for k, v in sd.items():
         if not (hasattr(v, "shape") and hasattr(v, "dtype")):
@@ -363,7 +391,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
                 f"{path} is not a plain state dict: entry {k!r} is a {type(v).__name__}."
             )
         out[k[len("module.") :] if k.startswith("module.") else k] = v
-    return out
+    return (out, layout) if with_layout else out
 
 
 def _one_line(e: BaseException) -> str:
@@ -437,11 +465,18 @@ def convert_file(
     """
     src, out = Path(src), Path(out)
     _check_replaceable(out)
-    sd = read_state_dict(src)
+    sd, layout = read_state_dict(src, with_layout=True)
+    if layout is not None and keep_fc:
+        raise ConversionError(
+            f"{src.name} is a MoCo v3 checkpoint: its fc is a projection MLP, not an ImageNet "
+            f"classifier; drop --keep-fc."
+        )
     variables, report = torch_to_flax(sd, arch, keep_fc=keep_fc)
     del sd
     sha = file_sha256(src)
     ident = identify_weights(src.name, sha)
+    if layout is not None and ident["basis"] == "none":
+        ident["weights_guess"] = "MoCo v3 base encoder (from the checkpoint layout; hash unknown)"
     warnings = []
     if ident["arch"] is not None and ident["arch"] != report["arch"]:
         warnings.append(f"hash says {ident['arch']} but the shapes say {report['arch']}")
@@ -465,6 +500,7 @@ def convert_file(
         "weights_guess": ident["weights_guess"],
         "weights_guess_basis": ident["basis"],
         "looks_like_torchvision_v2": ident["looks_like_torchvision_v2"],
+        "source_layout": layout or {"layout": "torchvision"},
         "warnings": warnings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -227,3 +227,36 @@ def test_cli_subprocess_exit_code(tmp_path):
     assert r.returncode == 1
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "could not read" in lines[0], r.stderr
+
+
+def test_moco_v3_checkpoint_converts_its_base_encoder(tmp_path, r50_sd):
+    """A MoCo v3 ``r-50-*ep.pth.tar``: ``state_dict`` with ``module.base_encoder.`` (+ a projection
+    MLP as ``fc.*``), ``module.momentum_encoder.`` and ``module.predictor.`` keys."""
+    t = lambda a: torch.from_numpy(np.asarray(a))
+    rng = np.random.default_rng(0)
+    mlp = {
+        "fc.0.weight": rng.normal(size=(4096, 2048)).astype(np.float32),
+        "fc.1.weight": np.ones(4096, np.float32),
+        "fc.1.bias": np.zeros(4096, np.float32),
+        "fc.1.running_mean": np.zeros(4096, np.float32),
+        "fc.1.running_var": np.ones(4096, np.float32),
+        "fc.1.num_batches_tracked": np.zeros((), np.int64),
+        "fc.3.weight": rng.normal(size=(256, 4096)).astype(np.float32),
+    }
+    base = {k: v for k, v in r50_sd.items() if not k.startswith("fc.")}
+    sd = {f"module.base_encoder.{k}": t(v) for k, v in {**base, **mlp}.items()}
+    sd |= {f"module.momentum_encoder.{k}": t(v) * 0 for k, v in base.items()}
+    sd |= {"module.predictor.0.weight": t(rng.normal(size=(4096, 256)).astype(np.float32))}
+    src = tmp_path / "r-50-300ep.pth.tar"
+    torch.save({"epoch": 300, "arch": "resnet50", "state_dict": sd, "optimizer": {"lr": 0.1}}, src)
+    meta = convert_file(src, tmp_path / "moco", arch="resnet50")
+    assert meta["source_layout"]["layout"] == "moco_v3"
+    assert meta["source_layout"]["projection_keys_dropped"] == len(mlp)
+    assert "MoCo v3" in meta["weights_guess"] and meta["fc_kept"] is False
+    _, variables = load_backbone(tmp_path / "moco", "resnet50")
+    back = flax_to_torch(jax.tree.map(np.asarray, variables), "resnet50")
+    for k, v in base.items():  # the base encoder, not the (zeroed) momentum encoder
+        if not k.endswith("num_batches_tracked"):
+            np.testing.assert_array_equal(back[k], v, err_msg=k)
+    with pytest.raises(ConversionError, match="MoCo v3 checkpoint.*drop --keep-fc"):
+        convert_file(src, tmp_path / "moco2", arch="resnet50", keep_fc=True)

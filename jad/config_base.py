@@ -50,6 +50,14 @@ def base(method: str) -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.num_heatmaps = -1  # -1 = every test image, 0 = none
     c.eval.aupro_limit = 0.3
+
+    # Decisions from normal data only (jad.metrics.calibration): a seeded fraction of the normal
+    # training images never fits the model; its scores give thresholds and normalised scores.
+    c.calibration = ml_collections.ConfigDict()
+    c.calibration.holdout = 0.1  # 0 = no holdout, no thresholds
+    c.calibration.image_fpr = 0.01  # requested false-alarm rate of the image threshold
+    c.calibration.pixel_fpr = 0.01
+    c.calibration.use_anomalies = True  # labelled anomalies refine the image threshold (max F1)
     return c
 
 
@@ -87,6 +95,9 @@ def train() -> ml_collections.ConfigDict:
     t.tensorboard = True  # event files under <workdir>/<category>/tb
     t.num_tb_heatmaps = 4
     t.feature_cache_gb = 8.0  # frozen-backbone features kept in memory up to this; beyond: disk
+    # Fail safe: stop on NaN/Inf, or when a step's loss exceeds this x the lowest epoch-mean loss
+    # so far (0 = only NaN/Inf); the last good checkpoint stays, rerunning resumes from it.
+    t.divergence_factor = 1000.0
     return t
 
 

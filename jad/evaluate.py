@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     out = runner.evaluate_workdir(
         Path(_WORKDIR.value), categories=_CATEGORIES.value or None, progress=not _QUIET.value
     )
-    print(runner.format_table(out["metrics"]))
+    print(runner.format_results(out))
     print(
         f"\nwritten: {Path(_WORKDIR.value) / 'eval_results.json'}, eval_metrics.json, eval_metrics.csv"
     )

@@ -2,9 +2,14 @@
 
     python -m jad.predict --workdir=runs/patchcore_synthetic --images='path/to/dir_or_glob' [--category=c]
 
-Writes ``<out>/predictions.json`` (per image: path, image score, heatmap file) and one PNG per image:
-image | heatmap | overlay, plus the ground-truth mask when the image sits in an MVTec-style tree
-(``.../test/<defect>/<stem>.png`` with ``.../ground_truth/<defect>/<stem>_mask.png``).
+Writes ``<out>/predictions.json`` and, per image, a PNG panel image | heatmap | overlay (plus the
+ground-truth mask when the image sits in an MVTec-style tree: ``.../test/<defect>/<stem>.png`` with
+``.../ground_truth/<defect>/<stem>_mask.png``) captioned with its score and decision.
+
+With a calibrated model (``calibration.holdout > 0``, the default) each prediction holds the raw
+score, the normalised score (0.5 = the threshold; ``jad.metrics.calibration``), the decision
+(``defective`` iff the raw score is above the threshold calibrated on normal training images only)
+and the predicted defect mask (map above the pixel threshold) as ``<name>_mask.png``.
 """
 
 from __future__ import annotations
@@ -122,27 +127,56 @@ def main(argv: list[str]) -> int:
             maps.extend(pred.anomaly_maps)
             shown.extend(heatmaps.denormalize(x) for x in images)
             bar.update(len(chunk))
+    from jad.metrics import normalise
+
+    cal = meta.get("calibration")
     vmin, vmax = heatmaps.colour_range(np.stack(maps))
     records = []
     for j, (f, s, m, img) in enumerate(zip(files, scores, maps, shown, strict=True)):
         mask_path = mvtec_mask_for(f)
         mask = jdata.preprocess_mask(mask_path, pre) if mask_path else None
+        name = heatmaps.heatmap_name(f, j)
+        rec: dict = {"path": f, "image_score": s, "ground_truth_mask": mask_path}
+        text = f"score {s:.4g}"
+        if cal is not None:
+            defective = bool(s > cal["image_threshold"])
+            rec["normalised_score"] = float(normalise(np.asarray([s]), cal["image_norm"])[0])
+            rec["decision"] = "defective" if defective else "good"
+            text = f"{rec['decision'].upper()}  score {rec['normalised_score']:.3f} (raw {s:.4g})"
+            if "pixel_threshold" in cal:
+                pred_mask = (m > cal["pixel_threshold"]).astype(np.uint8) * np.uint8(255)
+                mask_png = heatmaps.save_png(pred_mask, out_dir / name.replace(".png", "_mask.png"))
+                rec["defect_mask"] = str(mask_png)
+                rec["defect_fraction"] = float((pred_mask > 0).mean())
+        colour = (200, 0, 0) if rec.get("decision") == "defective" else (0, 0, 0)
         png = heatmaps.save_png(
-            heatmaps.panel(img, m, vmin=vmin, vmax=vmax, mask=mask),
-            out_dir / heatmaps.heatmap_name(f, j),
+            heatmaps.caption(
+                heatmaps.panel(img, m, vmin=vmin, vmax=vmax, mask=mask), text, colour=colour
+            ),
+            out_dir / name,
         )
-        records.append({"path": f, "image_score": s, "heatmap": str(png), "mask": mask_path})
+        rec["heatmap"] = str(png)
+        records.append(rec)
     write_json(
         out_dir / "predictions.json",
         {
             "workdir": str(workdir),
             "category": category,
             "colour_scale": [vmin, vmax],
+            "calibration": cal,
+            "decision_rule": (
+                f"defective iff raw score > {cal['image_threshold']:.6g} ({cal['image_threshold_rule']})"
+                if cal is not None
+                else "no calibration in this workdir (calibration.holdout was 0): raw scores only"
+            ),
             "predictions": records,
         },
     )
     for r in records:
-        print(f"{r['image_score']:12.5f}  {r['path']}")
+        extra = f"{r['normalised_score']:8.3f}  {r['decision']:<9}" if cal is not None else ""
+        print(f"{r['image_score']:12.5f}  {extra}  {r['path']}")
+    if cal is None:
+        print("\nno calibrated threshold in this workdir (trained with calibration.holdout=0)")
     print(f"\n{len(records)} images scored; heatmaps and predictions.json in {out_dir}")
     return 0
 

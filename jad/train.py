@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     )
     command = f"python -m jad.train --config={flags.FLAGS['config'].config_filename}"
     results = runner.train_and_evaluate(config, workdir, progress=not _QUIET.value, command=command)
-    print(runner.format_table(results["metrics"]))
+    print(runner.format_results(results))
     t = results["timings"]
     print(f"\nresults: {workdir / 'results.json'}  (total {t['total_s']:.1f} s)")
     for cat, d in results["details"].items():

@@ -253,6 +253,7 @@ def load(
     backend: str = "grain",
     labelled_anomalies: int = 0,
     split_seed: int = 0,
+    calibration_holdout: float = 0.0,
 ) -> Loader:
     """Loader over one split of one category.
 
@@ -270,6 +271,8 @@ def load(
       backend: ``"grain"`` (default) or ``"threads"``.
       labelled_anomalies, split_seed: move this many defective test images (with masks) into
         ``"train_anomalous"`` and out of ``"test"`` (:mod:`jad.data.splits`).
+      calibration_holdout: reserve this fraction of the training images as ``"calibration"``
+        (and remove them from ``"train"``).
 
     Returns:
       A :class:`Loader`.
@@ -290,10 +293,16 @@ def load(
         num_workers=num_workers,
         backend=backend,
     )
-    base = "train" if split == "train" else "test"
+    base = "train" if split in ("train", "calibration") else "test"
     cat = records[base][0].category if records[base] else str(category)
     positions = split_positions(
-        split, records["test"], labelled_anomalies, seed=split_seed, category=cat
+        split,
+        records["test"],
+        labelled_anomalies,
+        seed=split_seed,
+        category=cat,
+        n_train=len(records["train"]),
+        holdout=calibration_holdout,
     )
     if not use_tfds:
         source, decode = records[base], (lambda r: decode_record(r, pre))

@@ -11,6 +11,7 @@ are labelled as such.
 
 from jad.metrics.accumulator import PixelAccumulator
 from jad.metrics.binned import BinnedAUROC, binned_auroc
+from jad.metrics.calibration import calibrate, normalise, threshold_metrics
 from jad.metrics.errors import MetricError
 from jad.metrics.evaluate import KEYS, evaluate_category, format_table, summarize, write_results
 from jad.metrics.pro import aupro, pro_simplenet_style
@@ -25,11 +26,14 @@ __all__ = [
     "auroc",
     "average_precision",
     "binned_auroc",
+    "calibrate",
     "evaluate_category",
     "f1_max",
     "format_table",
+    "normalise",
     "pro_simplenet_style",
     "ranking_metrics",
     "summarize",
+    "threshold_metrics",
     "write_results",
 ]

@@ -35,6 +35,12 @@ _HEADERS = {
     "pixel_f1_max": "P-F1max",
     "image_ap": "I-AP",
     "pixel_ap": "P-AP",
+    # decisions at calibrated thresholds (jad.metrics.calibration)
+    "image_f1": "I-F1@thr",
+    "image_precision": "I-Prec",
+    "image_recall": "I-Rec",
+    "image_false_alarm_rate": "I-FAR",
+    "pixel_f1": "P-F1@thr",
 }
 MEAN = "mean"
 

@@ -75,6 +75,16 @@ def panel(
     return np.concatenate(out, axis=1)
 
 
+def caption(panel_uint8: np.ndarray, text: str, *, colour=(0, 0, 0)) -> np.ndarray:
+    """The panel with a 16-px white strip on top holding ``text`` (PIL's default font)."""
+    from PIL import ImageDraw
+
+    h, w = panel_uint8.shape[:2]
+    strip = Image.new("RGB", (w, 16), (255, 255, 255))
+    ImageDraw.Draw(strip).text((3, 2), text, fill=colour)
+    return np.concatenate([np.asarray(strip, np.uint8), panel_uint8], axis=0)
+
+
 def save_png(array: np.ndarray, path: Path) -> Path:
     """Atomic PNG write (``jad.utils.atomic``)."""
     with atomic_file(path, "wb") as f:

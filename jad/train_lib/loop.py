@@ -72,6 +72,7 @@ class LoopOptions:
     parallel: str
     tensorboard: bool
     num_tb_heatmaps: int
+    divergence_factor: float
     seed: int
 
     @classmethod
@@ -91,6 +92,7 @@ class LoopOptions:
             parallel=str(t.parallel),
             tensorboard=bool(t.tensorboard),
             num_tb_heatmaps=int(t.num_tb_heatmaps),
+            divergence_factor=float(t.get("divergence_factor", 1e3)),
             seed=int(config.seed),
         )
         if o.select not in SELECT:
@@ -231,6 +233,23 @@ def _to_host(tree):
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
+def _unhealthy(metrics: dict[str, float], lowest: float, factor: float) -> str | None:
+    """Why training must stop, or None. NaN / Inf in any metric; or (``factor`` > 0) a loss above
+    ``factor`` times the lowest epoch-mean loss so far (divergence; defined after the first
+    epoch, and only for positive losses)."""
+    bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if bad:
+        return f"non-finite {', '.join(bad)} ({', '.join(f'{k}={metrics[k]}' for k in bad)})"
+    loss = metrics.get("loss")
+    if factor > 0 and loss is not None and math.isfinite(lowest) and lowest > 0:
+        if loss > factor * lowest:
+            return (
+                f"the loss diverged ({loss:.4g} > train.divergence_factor={factor:g} x the lowest "
+                f"epoch-mean loss {lowest:.4g})"
+            )
+    return None
+
+
 _EVAL_FNS: dict[int, Any] = {}
 
 
@@ -330,6 +349,8 @@ def fit_trainer(
     last: dict[str, float] = {}
     epoch_sums: dict[str, float] = {}
     epoch_steps = 0
+    lowest = math.inf  # the lowest epoch-mean loss so far (divergence rule)
+    last_saved = start
     try:
         with Progress("train", total, unit="step", enabled=ctx.progress, initial=start) as bar:
             for step in range(start, total):
@@ -339,11 +360,15 @@ def fit_trainer(
                 steps_since_log += 1
                 done = step + 1
                 last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if not all(math.isfinite(v) for v in last.values()):
-                    raise UserError(
-                        f"non-finite training metrics at step {done} ({last}); "
-                        f"the last good checkpoint is kept in {workdir / 'train' if workdir else '-'}"
+                problem = _unhealthy(last, lowest, opts.divergence_factor)
+                if problem:
+                    where = (
+                        f"the last good checkpoint (step {last_saved}) is kept in "
+                        f"{workdir / 'train'}; running the same command resumes from it"
+                        if ckpts is not None and last_saved
+                        else "no checkpoint was written yet"
                     )
+                    raise UserError(f"training stopped at step {done}: {problem}; {where}")
                 for k, v in last.items():
                     epoch_sums[k] = epoch_sums.get(k, 0.0) + v
                 epoch_steps += 1
@@ -356,6 +381,8 @@ def fit_trainer(
                     writer.scalars(done, {"perf/examples_per_s": rate, "train/epoch": epoch})
                 if done % spe == 0 or done == total:  # epoch means: the smoothed learning curve
                     means = {k: v / epoch_steps for k, v in epoch_sums.items()}
+                    if "loss" in means:
+                        lowest = min(lowest, means["loss"])
                     history.append({"epoch": epoch, "step": done, **means})
                     writer.scalars(done, {f"epoch/{k}": v for k, v in means.items()})
                     epoch_sums, epoch_steps = {}, 0
@@ -383,6 +410,7 @@ def fit_trainer(
                         meta | {"step": done, "epoch": epoch, "best": best},
                         criterion=criterion,
                     )
+                    last_saved = done
     finally:
         writer.close()
         if ckpts is not None:

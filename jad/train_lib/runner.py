@@ -60,6 +60,7 @@ IO_ONLY_KEYS = {
         "tensorboard",
         "num_tb_heatmaps",
         "feature_cache_gb",
+        "divergence_factor",
     ),
 }
 
@@ -161,7 +162,47 @@ def make_loader(config, root: Path, category: str, split: str):
         seed=int(config.seed),
         labelled_anomalies=int(config.data.get("labelled_anomalies", 0)),
         split_seed=int(config.data.get("split_seed", 0)),
+        calibration_holdout=calibration_fraction(config),
         **kwargs,
+    )
+
+
+def calibration_fraction(config) -> float:
+    """``calibration.holdout``: the fraction of normal training images held out for thresholds."""
+    cal = config.get("calibration")
+    return float(cal.holdout) if cal is not None else 0.0
+
+
+def predict_split(method, state, loader) -> tuple[np.ndarray, np.ndarray]:
+    """(image scores [N], anomaly maps [N, H, W]) of every image of ``loader`` (float32)."""
+    scores, maps = [], []
+    for batch in loader.epoch(0):
+        pred = method.predict(state, batch["image"])
+        scores.append(np.asarray(pred.image_scores, np.float32))
+        maps.append(np.asarray(pred.anomaly_maps, np.float32))
+    return np.concatenate(scores), np.concatenate(maps)
+
+
+def calibrate_model(method, state, config, root: Path, category: str) -> dict[str, Any] | None:
+    """Thresholds and normalisation from the held-out normal training images (and, with
+    ``calibration.use_anomalies``, the labelled training anomalies); None without a holdout."""
+    from jad import metrics as jm
+
+    if calibration_fraction(config) == 0.0:
+        return None
+    cal = config.calibration
+    scores, maps = predict_split(method, state, make_loader(config, root, category, "calibration"))
+    anomalies = None
+    if int(config.data.get("labelled_anomalies", 0)) > 0 and bool(cal.use_anomalies):
+        anomalies, _ = predict_split(
+            method, state, make_loader(config, root, category, "train_anomalous")
+        )
+    return jm.calibrate(
+        scores,
+        maps,
+        image_fpr=float(cal.image_fpr),
+        pixel_fpr=float(cal.pixel_fpr),
+        anomaly_scores=anomalies,
     )
 
 
@@ -236,6 +277,8 @@ def dataset_id(config, root: Path, category: str) -> str:
             "resize": pre.resize,
             "crop": pre.crop,
             "batch_size": int(config.data.batch_size),
+            "calibration_holdout": calibration_fraction(config),  # which images train
+            "split_seed": int(config.data.get("split_seed", 0)),
         }
     )
 
@@ -260,7 +303,7 @@ def fit_or_restore(
         check_workdir(config, workdir, [category])
         state, meta = checkpoint.restore(ckpt_dir)
         log(f"[{category}] restored fitted state from {ckpt_dir}")
-        return state, meta["fit_info"]
+        return state, meta["fit_info"], meta.get("calibration")
     train = make_loader(config, root, category, "train")
     log(f"[{category}] fit on {train.num_examples} training images")
     key = category_key(int(config.seed), category)
@@ -288,17 +331,19 @@ def fit_or_restore(
     else:
         result = method.fit(train, key=key, ctx=FitContext(workdir / category, progress))
         result.info.setdefault("protocol", PATCHCORE_PROTOCOL)
+    calibration = calibrate_model(method, result.state, config, root, category)
     meta = {
         "method": method.name,
         "category": category,
         "config": config_to_dict(config),
         "fit_signature": signature,
         "fit_info": result.info,
+        "calibration": calibration,
         "backbone": weights_provenance(config),
         "jad_version": _version(),
     }
     checkpoint.save(ckpt_dir, result.state, meta, step=int(result.info.get("steps", 0)))
-    return result.state, result.info
+    return result.state, result.info, calibration
 
 
 def evaluate_category(
@@ -310,8 +355,14 @@ def evaluate_category(
     *,
     heatmap_dir: Path | None,
     progress: bool = True,
+    calibration: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
-    """Score the test split; returns (metrics, timings, extra) for one category."""
+    """Score the test split; returns (metrics, timings, extra) for one category.
+
+    With a ``calibration`` record, ``extra["calibrated"]`` holds the decisions' quality at the
+    thresholds calibrated on normal training data only (image F1, precision, recall, false-alarm
+    rate on the test set; pixel F1 likewise).
+    """
     from jad import metrics as jm
 
     test = make_loader(config, root, category, "test")
@@ -363,12 +414,62 @@ def evaluate_category(
             )
         extra["heatmaps"] = str(heatmap_dir)
     extra["image_scores"] = {p: float(s) for p, s in zip(paths, scores, strict=True)}
+    if calibration is not None:
+        extra["calibrated"] = calibrated_metrics(
+            calibration, labels, scores, masks if has_masks else None, maps if has_masks else None
+        )
     timings = {
         "test_s": t_test,
         "test_images_per_s": n / t_test if t_test > 0 else None,
         "metrics_s": t_metrics,
     }
     return metrics, timings, extra
+
+
+CALIBRATED_PROTOCOL = "thresholds calibrated on held-out normal training images only"
+
+
+def calibrated_metrics(calibration, labels, scores, masks=None, maps=None) -> dict[str, Any]:
+    """Test-set quality of the calibrated decisions (image, and pixel when masks exist)."""
+    from jad import metrics as jm
+
+    out: dict[str, Any] = {
+        "protocol": CALIBRATED_PROTOCOL
+        + (" + labelled training anomalies" if "image_threshold_f1" in calibration else ""),
+        "image": jm.threshold_metrics(labels, scores, calibration["image_threshold"]),
+        "image_at_fpr_threshold": jm.threshold_metrics(
+            labels, scores, calibration["image_threshold_fpr"]
+        ),
+        "image_fpr_requested": calibration["image_fpr_requested"],
+        "image_fpr_guaranteed": calibration["image_fpr_guaranteed"],
+    }
+    if masks is not None and "pixel_threshold" in calibration:
+        out["pixel"] = jm.threshold_metrics(masks, maps, calibration["pixel_threshold"])
+    return out
+
+
+def calibrated_table(extras: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """{category: {image_f1, image_precision, image_recall, image_false_alarm_rate, pixel_f1}}."""
+    rows = {}
+    for cat, d in extras.items():
+        c = d.get("calibrated")
+        if c is None:
+            continue
+        rows[cat] = {
+            f"image_{k}": c["image"][k] for k in ("f1", "precision", "recall", "false_alarm_rate")
+        }
+        rows[cat]["pixel_f1"] = c["pixel"]["f1"] if "pixel" in c else None
+    if rows:
+        keys = next(iter(rows.values())).keys()
+        rows["mean"] = {
+            k: (
+                None
+                if any(r[k] is None for r in rows.values())
+                else float(np.mean([r[k] for r in rows.values()]))
+            )
+            for k in keys
+        }
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +504,19 @@ def format_table(metrics: dict[str, dict[str, float | None]]) -> str:
     from jad import metrics as jm
 
     return jm.format_table(metrics)
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """The metrics table, then the calibrated decisions and the paper view when present."""
+    parts = [format_table(results["metrics"])]
+    if "calibrated" in results:
+        parts.append(
+            f"\nat the calibrated thresholds ({results['calibrated']['protocol']}):\n"
+            + format_table(results["calibrated"]["metrics"])
+        )
+    if "paper_view" in results:
+        parts.append("\npaper view:\n" + format_table(results["paper_view"]))
+    return "\n".join(parts)
 
 
 def run_info() -> dict[str, Any]:
@@ -472,12 +586,21 @@ def train_and_evaluate(
         manifest = anomaly_manifest(config, root, category)
         if manifest is not None:
             write_json(workdir / category / "labelled_anomalies.json", manifest)
-        state, fit_info = fit_or_restore(method, config, root, category, workdir, progress=progress)
+        state, fit_info, calibration = fit_or_restore(
+            method, config, root, category, workdir, progress=progress
+        )
         hm_dir = (
             workdir / category / "heatmaps" if config.eval.get("num_heatmaps", -1) != 0 else None
         )
         metrics, t_eval, extra = evaluate_category(
-            method, state, config, root, category, heatmap_dir=hm_dir, progress=progress
+            method,
+            state,
+            config,
+            root,
+            category,
+            heatmap_dir=hm_dir,
+            progress=progress,
+            calibration=calibration,
         )
         per_cat[category] = metrics
         timings[category] = {
@@ -486,6 +609,8 @@ def train_and_evaluate(
         extras[category] = {k: v for k, v in fit_info.items() if not k.endswith("_s")} | extra
         if manifest is not None:
             extras[category]["labelled_anomalies"] = manifest
+        if calibration is not None:
+            extras[category]["calibration"] = calibration
         log(
             f"[{category}] "
             + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None)
@@ -506,6 +631,9 @@ def train_and_evaluate(
         "config": config_to_dict(config),
         "run": run_info(),
     }
+    table = calibrated_table(extras)
+    if table:
+        results["calibrated"] = {"protocol": CALIBRATED_PROTOCOL, "metrics": table}
     paper_keys = getattr(method, "paper_keys", None)
     if paper_keys:  # the paper's table: a view of jad's keys, no new metrics
         results["paper_view"] = {
@@ -549,6 +677,7 @@ def evaluate_workdir(
         found = categories
     per_cat: dict[str, dict[str, float | None]] = {}
     timings: dict[str, dict[str, float]] = {}
+    extras: dict[str, Any] = {}
     method = None
     for category in found:
         state, meta = checkpoint.restore(workdir / category / "checkpoint")
@@ -556,13 +685,24 @@ def evaluate_workdir(
         if method is None or meta["fit_signature"] != fit_signature(method.config):
             method = build_method(config)
         root = dataset_root(config)
-        metrics, t_eval, _ = evaluate_category(
-            method, state, config, root, category, heatmap_dir=None, progress=progress
+        metrics, t_eval, extra = evaluate_category(
+            method,
+            state,
+            config,
+            root,
+            category,
+            heatmap_dir=None,
+            progress=progress,
+            calibration=meta.get("calibration"),
         )
         per_cat[category] = metrics
         timings[category] = t_eval
+        extras[category] = extra
     summary = _summary(per_cat)
     out = {"metrics": summary, "timings": timings, "run": run_info()}
+    table = calibrated_table(extras)
+    if table:
+        out["calibrated"] = {"protocol": CALIBRATED_PROTOCOL, "metrics": table}
     write_json(workdir / "eval_results.json", out)
     _write_tables(workdir, summary, stem="eval_metrics")
     return out

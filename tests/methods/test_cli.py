@@ -103,15 +103,16 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "I-AUROC" in p.stdout and "mean" in p.stdout and "heatmaps [disc]" in p.stdout
+    assert "at the calibrated thresholds" in p.stdout and "I-FAR" in p.stdout
     results = json.loads((w / "results.json").read_text())
     assert set(results["metrics"]) == {"disc", "mean"}
 
     p = run("jad.evaluate", f"--workdir={w}", "--quiet")
     assert p.returncode == 0, p.stderr[-3000:]
-    assert (
-        json.loads((w / "eval_results.json").read_text())["metrics"]["disc"]
-        == results["metrics"]["disc"]
-    )
+    evaluated = json.loads((w / "eval_results.json").read_text())
+    assert evaluated["metrics"]["disc"] == results["metrics"]["disc"]
+    assert evaluated["calibrated"] == results["calibrated"]  # decisions at the stored thresholds
+    assert "at the calibrated thresholds" in p.stdout
 
     test_dir = Path(small_synthetic) / "disc" / "test"
     p = run("jad.predict", f"--workdir={w}", f"--images={test_dir}", f"--out={tmp_path / 'pred'}")
@@ -121,10 +122,21 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
     assert len(pred["predictions"]) == n_test
     # same images, same model: the scores equal the ones the training run recorded
     recorded = results["details"]["disc"]["image_scores"]
+    cal = results["details"]["disc"]["calibration"]
     for r in pred["predictions"]:
         assert r["image_score"] == pytest.approx(recorded[r["path"]], rel=1e-5, abs=1e-6)
         assert Path(r["heatmap"]).is_file()
-    assert any(r["mask"] for r in pred["predictions"])  # masks found next to the defective images
+        # raw score, normalised score (0.5 = threshold), decision, predicted defect mask
+        above = r["image_score"] > cal["image_threshold"]
+        assert r["decision"] == ("defective" if above else "good")
+        assert (r["normalised_score"] > 0.5) == above
+        assert Path(r["defect_mask"]).is_file() and 0.0 <= r["defect_fraction"] <= 1.0
+    assert any(r["ground_truth_mask"] for r in pred["predictions"])  # found beside defects
+    assert pred["decision_rule"].startswith("defective iff raw score >")
+    # the panel is captioned: 16 px strip over the 96 px panel
+    from PIL import Image
+
+    assert Image.open(pred["predictions"][0]["heatmap"]).size[1] == 96 + 16
     p = run("jad.predict", f"--workdir={w}", f"--images={tmp_path / 'nothing_here'}")
     assert "no images found" in one_error_line(p)
 

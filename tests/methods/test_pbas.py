@@ -104,7 +104,7 @@ def test_select_val_holds_out_normals_and_labels_the_protocol(small_synthetic, t
     )
     res = runner.train_and_evaluate(config, tmp_path / "w", progress=False)
     d = res["details"]["weave"]
-    assert d["heldout_images"] == 2 and d["train_images"] == 4
+    assert d["heldout_images"] == 1 and d["train_images"] == 4  # 6 - 1 calibration image
     assert res["protocol"] == "selected on held-out normal training images (normal-only criterion)"
     vals = [e["val_loss"] for e in d["evaluations"]]
     assert len(vals) == 4 and d["selected_step"] in [e["step"] for e in d["evaluations"]]
@@ -134,7 +134,7 @@ def test_feature_cache_on_disk_is_reused(small_synthetic, tmp_path):
     cached = list((tmp_path / "w" / "weave" / "feature_cache").glob("*.npy"))
     assert len(cached) == 1
     feats = np.load(cached[0], mmap_mode="r")
-    assert feats.shape == (6, 64, 1536)
+    assert feats.shape == (5, 64, 1536)  # 6 train images - 1 held out for calibration
     # a second run with the same features (another training length) reuses the file
     import shutil
 
@@ -263,3 +263,50 @@ def test_kill_9_mid_training_then_rerun_is_bit_identical(small_synthetic, tmp_pa
     ra = json.loads((tmp_path / "full" / "results.json").read_text())["details"]["disc"]
     rb = json.loads((killed / "results.json").read_text())["details"]["disc"]
     assert ra["image_scores"] == rb["image_scores"]
+
+
+def test_nan_loss_stops_with_one_line_and_rerun_resumes_from_the_last_good_checkpoint(
+    small_synthetic, tmp_path, monkeypatch
+):
+    """Fail safe: a NaN injected into the step-5 loss stops training with one sentence naming the
+    step and the last good checkpoint; that checkpoint stays intact and the rerun resumes from it."""
+    from jad.methods import pbas as pbas_module
+
+    config = small_config(
+        small_synthetic,
+        **{"data.categories": "weave", "train.checkpoint_every": 2, "train.epochs": 3},
+    )
+    real = pbas_module.PBAS.train_step
+
+    def poisoned(self, state, batch, axis_name=None):
+        new, metrics = real(self, state, batch, axis_name)
+        bad = jax.numpy.where(state.step == 4, jax.numpy.nan, 0.0)  # the 5th step
+        return new, {**metrics, "loss": metrics["loss"] + bad}
+
+    monkeypatch.setattr(pbas_module.PBAS, "train_step", poisoned)
+    w = tmp_path / "w"
+    with pytest.raises(UserError) as e:
+        runner.train_and_evaluate(config, w, progress=False)
+    msg = str(e.value)
+    assert "training stopped at step 5: non-finite loss" in msg
+    assert "last good checkpoint (step 4)" in msg and "resumes from it" in msg
+    assert "\n" not in msg
+    train_dir = w / "weave" / "train"
+    assert checkpoint.latest_step(train_dir) == 4 and not (w / "weave" / "checkpoint").exists()
+    meta = checkpoint.read_meta(train_dir)
+    assert meta["step"] == 4
+    monkeypatch.setattr(pbas_module.PBAS, "train_step", real)
+    res = runner.train_and_evaluate(config, w, progress=False)
+    assert (
+        res["details"]["weave"]["resumed_from_step"] == 4 and res["details"]["weave"]["steps"] == 9
+    )
+
+
+def test_divergence_rule():
+    from jad.train_lib.loop import _unhealthy
+
+    assert _unhealthy({"loss": 1.0}, float("inf"), 1000.0) is None  # first epoch: no reference yet
+    assert _unhealthy({"loss": 999.0}, 1.0, 1000.0) is None
+    assert "diverged" in _unhealthy({"loss": 1001.0}, 1.0, 1000.0)
+    assert _unhealthy({"loss": 1e9}, 1.0, 0.0) is None  # rule off
+    assert "non-finite bce" in _unhealthy({"loss": 1.0, "bce": float("inf")}, 1.0, 1000.0)

@@ -71,6 +71,41 @@ def init_heads(key: jax.Array, dim: int = 1536, hidden: int = 1024) -> tuple[dic
     )
 
 
+def heads_from_torch(pre_projection: dict, discriminator: dict) -> tuple[dict, dict]:
+    """(params, batch_stats) in jad's layout from the official torch state dicts of
+    ``Projection(1536, 1536, 1)`` and ``Discriminator(1536, n_layers=2, hidden=1024)`` (torch
+    Linear weights [out, in] become Flax kernels [in, out]); e.g. an official checkpoint's heads
+    or ``make_inputs.pbas_head_params(0)`` of the golden files."""
+    p, d = pre_projection, discriminator
+    a = lambda x: jnp.asarray(np.asarray(x, np.float32))
+    params = {
+        "projector": {
+            "fc": {
+                "dense": {"kernel": a(p["layers.0fc.weight"]).T, "bias": a(p["layers.0fc.bias"])}
+            }
+        },
+        "discriminator": {
+            "fc1": {
+                "dense": {
+                    "kernel": a(d["body.block1.0.weight"]).T,
+                    "bias": a(d["body.block1.0.bias"]),
+                }
+            },
+            "bn": {"scale": a(d["body.block1.1.weight"]), "bias": a(d["body.block1.1.bias"])},
+            "tail": {"dense": {"kernel": a(d["tail.0.weight"]).T}},
+        },
+    }
+    stats = {
+        "discriminator": {
+            "bn": {
+                "mean": a(d["body.block1.1.running_mean"]),
+                "var": a(d["body.block1.1.running_var"]),
+            }
+        }
+    }
+    return params, stats
+
+
 def project(params: dict, features: jax.Array, precision=HIGHEST) -> jax.Array:
     """[..., D] patch features -> [..., D] projected features."""
     proj, _ = modules(features.shape[-1], precision=precision)

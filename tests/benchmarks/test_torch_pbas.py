@@ -27,26 +27,11 @@ def golden(golden_dir):
 @pytest.fixture(scope="module")
 def jad_heads(make_inputs):
     """Official initial heads in jad's layout (numpy): (params, batch_stats)."""
-    h = make_inputs.pbas_head_params(0)
-    p, d = h["pre_projection"], h["discriminator"]
-    params = {
-        "projector": {
-            "fc": {"dense": {"kernel": p["layers.0fc.weight"].T, "bias": p["layers.0fc.bias"]}}
-        },
-        "discriminator": {
-            "fc1": {
-                "dense": {"kernel": d["body.block1.0.weight"].T, "bias": d["body.block1.0.bias"]}
-            },
-            "bn": {"scale": d["body.block1.1.weight"], "bias": d["body.block1.1.bias"]},
-            "tail": {"dense": {"kernel": d["tail.0.weight"].T}},
-        },
-    }
-    stats = {
-        "discriminator": {
-            "bn": {"mean": d["body.block1.1.running_mean"], "var": d["body.block1.1.running_var"]}
-        }
-    }
-    return params, stats
+    import jax
+
+    from jad.methods.pbas import heads_from_torch
+
+    return jax.tree.map(np.asarray, heads_from_torch(**make_inputs.pbas_head_params(0)))
 
 
 @pytest.fixture(scope="module")

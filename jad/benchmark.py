@@ -15,6 +15,7 @@ COMMANDS = {
     "data": "jad.benchmarks.data",
     "metrics": "jad.benchmarks.metrics",
     "pbas": "jad.benchmarks.pbas",
+    "apc": "jad.benchmarks.apc",
 }
 
 

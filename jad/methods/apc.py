@@ -22,7 +22,9 @@ per-category table (flips / 90-degree rotations, brightness and contrast jitter 
 probability 0.5), from ``fold_in(rng, step)`` on device. AdamW (wd 1e-4), learning rates 1e-5
 (encoder) and 1e-4 (decoder, heads) with 100 warm-up steps and cosine decay to 0 (optax
 ``multi_transform``), gradient clipping at global norm 1.0, 2 000 steps. ``apc.remat`` recomputes
-the backbone's bottleneck activations in the backward pass (``jax.checkpoint``).
+the backbone's bottleneck activations in the backward pass (``jax.checkpoint``); off by default
+because on XLA:CPU it saves no memory (measured: the compiled step is the same; see
+``python -m jad.benchmark apc``), it is meant for accelerators.
 
 Then (``finalize``) the decoder is dropped and PatchCore's own bank builder runs on the tuned
 encoder's layer2 + layer3 features of the normal training images; ``predict`` is PatchCore's

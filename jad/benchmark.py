@@ -14,6 +14,7 @@ COMMANDS = {
     "kernels": "jad.benchmarks.kernels",
     "data": "jad.benchmarks.data",
     "metrics": "jad.benchmarks.metrics",
+    "proxycore": "jad.benchmarks.proxycore",
     "pbas": "jad.benchmarks.pbas",
     "apc": "jad.benchmarks.apc",
 }

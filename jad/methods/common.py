@@ -191,6 +191,7 @@ def pad_batch(images: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
 _REGISTRY = {
     "patchcore": "jad.methods.patchcore:from_config",
     "pbas": "jad.methods.pbas:from_config",
+    "proxycore": "jad.methods.proxycore:from_config",
     "apc": "jad.methods.apc:from_config",
 }
 

@@ -76,6 +76,8 @@ def patchcore(dataset: str = "synthetic") -> ml_collections.ConfigDict:
     c.patchcore.reweight = False  # paper Eq. 7 image-score reweighting (not in the official code)
     c.patchcore.reweight_neighbors = 9
     c.patchcore.sigma = 4.0
+    # patch features kept in memory up to this; beyond: on disk, and the coreset streams over them
+    c.patchcore.feature_cache_gb = 8.0
     return c
 
 

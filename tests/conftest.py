@@ -34,3 +34,13 @@ def make_inputs(golden_dir):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="session")
+def small_synthetic(tmp_path_factory):
+    """A small generated synthetic set shared by the method, CLI and multi-host tests: 96 px
+    images, 6 train, 3 good + 3 x 2 defective test images per category."""
+    from jad.data import synthetic
+
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    return synthetic.generate(root, seed=0, image_size=96, n_train=6, n_test_good=3, n_per_defect=2)

@@ -11,10 +11,12 @@ fingerprint, see :mod:`jad.data.builders`) and returns a :class:`Loader`. Each b
     has_mask  bool    [B]                  False only for anomalous images without ground truth
 
 Order: epoch ``e`` visits ``np.random.default_rng([seed, e]).permutation(n)`` when shuffling,
-else the official order; host ``shard_index`` of ``num_shards`` takes every ``num_shards``-th
-example of that order (so the hosts together cover every example exactly once per epoch, and all
-hosts agree on the order without talking). The last, smaller batch is kept unless
-``drop_remainder``.
+else the official order; host ``shard_index`` of ``num_shards`` takes a contiguous block of
+``ceil(n / num_shards)`` examples of that order, the last block padded to the same size by
+repeating its last example (so the hosts together cover every example exactly once per epoch,
+all hosts agree on the order without talking, and host blocks concatenated in host order are the
+single-host order). Every batch carries ``valid`` [B] (False for padding, which must never reach a
+metric). The last, smaller batch is kept unless ``drop_remainder``.
 
 Execution: the per-example decode (Pillow decode + resize + crop + normalise) runs in a grain
 ``MapDataset -> to_iter_dataset(ReadOptions(num_threads=num_workers))`` pipeline, i.e. a thread pool
@@ -164,33 +166,59 @@ class Loader:
         self._next_epoch = 0
 
     @property
+    def shard_size(self) -> int:
+        """Examples per shard: ``ceil(n / num_shards)`` (padding included)."""
+        return -(-len(self.source) // self.num_shards)
+
+    @property
     def num_examples(self) -> int:
-        """Examples per epoch seen by this shard (all of them when ``drop_remainder`` is False)."""
-        return len(range(self.shard_index, len(self.source), self.num_shards))
+        """Examples per epoch seen by this shard, padding included (= all of them unsharded)."""
+        return self.shard_size if self.num_shards > 1 else len(self.source)
+
+    @property
+    def num_valid(self) -> int:
+        """Real (non-padding) examples of this shard."""
+        n, s = len(self.source), self.shard_size
+        return max(0, min(n, (self.shard_index + 1) * s) - self.shard_index * s)
 
     def __len__(self) -> int:
         n, b = self.num_examples, self.batch_size
         return n // b if self.drop_remainder else -(-n // b)
 
     def indices(self, epoch: int = 0) -> np.ndarray:
-        """int64 positions in ``source`` visited by this shard in ``epoch``, in order."""
+        """int64 positions in ``source`` visited by this shard in ``epoch``, in order (padding
+        repeats the shard's last example; see :meth:`valid`)."""
         n = len(self.source)
         if self.shuffle:
             order = np.random.default_rng([self.seed, int(epoch)]).permutation(n)
         else:
             order = np.arange(n)
-        return order[self.shard_index :: self.num_shards].astype(np.int64)
+        if self.num_shards == 1:
+            return order.astype(np.int64)
+        s = self.shard_size
+        block = order[self.shard_index * s : (self.shard_index + 1) * s]
+        if len(block) < s:  # pad with the last example (or the first overall for empty shards)
+            filler = block[-1] if len(block) else order[0]
+            block = np.concatenate([block, np.full(s - len(block), filler, order.dtype)])
+        return block.astype(np.int64)
+
+    def valid(self) -> np.ndarray:
+        """bool [num_examples]: False for the padding at the end of this shard."""
+        v = np.zeros(self.num_examples, bool)
+        v[: self.num_valid if self.num_shards > 1 else len(v)] = True
+        return v
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Batches of ``epoch`` (deterministic in ``seed``, ``epoch`` and the shard)."""
         idx = self.indices(epoch)
+        valid = self.valid()
         if self.drop_remainder:
-            idx = idx[: len(idx) - len(idx) % self.batch_size]
+            keep = len(idx) - len(idx) % self.batch_size
+            idx, valid = idx[:keep], valid[:keep]
         if len(idx) == 0:
             return iter(())
-        if self.backend == "grain":
-            return self._grain(idx)
-        return self._threads(idx)
+        batches = self._grain(idx) if self.backend == "grain" else self._threads(idx)
+        return _with_valid(batches, valid)
 
     iter_epoch = epoch
 
@@ -232,6 +260,16 @@ class Loader:
                         items = []
 
         return gen()
+
+
+def _with_valid(batches: Iterator[Batch], valid: np.ndarray) -> Iterator[Batch]:
+    """Adds ``valid`` [B] to each batch (batches arrive in order)."""
+    off = 0
+    for batch in batches:
+        b = len(batch["label"])
+        batch["valid"] = valid[off : off + b]
+        off += b
+        yield batch
 
 
 def load(

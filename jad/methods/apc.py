@@ -487,7 +487,7 @@ class APC:
         bank = patchcore.build_bank(
             feats,
             key=jax.random.fold_in(state.rng, 2**30),
-            mesh=patchcore.default_mesh(),
+            mesh=patchcore.global_mesh(),
             progress=False,
             **patchcore.bank_options(self.config.patchcore),
         )
@@ -501,6 +501,32 @@ class APC:
         if not state.extras:  # during training (TensorBoard previews): the fine-tuning heads
             return {"training": {"params": state.params, "batch_stats": state.batch_stats}}
         return dict(state.extras)
+
+    def scoring_function(self, state: State):
+        """Pure ``images -> (image scores, maps)``: the tuned encoder and the bank as constants,
+        per-image kNN (``jad.export``)."""
+        from jad.models.features import patchcore_features
+
+        module, _ = self.backbone
+        module = module.clone(remat=False)
+        enc = state["encoder"]
+        bank = jnp.asarray(state["bank"], jnp.float32)
+        pc = self.config.patchcore
+
+        def fn(images):
+            feats = patchcore_features(
+                module,
+                enc,
+                images,
+                layers=self.layers,
+                pretrain_embed_dim=int(pc.pretrain_embed_dim),
+                target_embed_dim=int(pc.target_embed_dim),
+            )
+            return patchcore.score_per_image(
+                feats, bank, grid=self.grid, out_hw=self.image_hw, **patchcore.score_options(pc)
+            )
+
+        return fn
 
     def predict(self, state: State, images: np.ndarray) -> Predictions:
         n = images.shape[0]
@@ -522,7 +548,7 @@ class APC:
                 np.asarray(jax.nn.sigmoid(seg), np.float32),
             )
         feats = self.features(state["encoder"], images)
-        img, maps = patchcore.score(
+        img, maps = patchcore.score_per_image(
             feats,
             self._bank(state["bank"]),
             grid=self.grid,

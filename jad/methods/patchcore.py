@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,6 +33,7 @@ from jad.methods.common import (
     configured_backbone,
     pad_batch,
 )
+from jad.utils import distributed
 from jad.utils.errors import UserError
 from jad.utils.progress import Progress
 
@@ -41,7 +43,15 @@ from jad.utils.progress import Progress
 
 
 def default_mesh() -> jax.sharding.Mesh | None:
-    """A 1-D ``data`` mesh over all devices, or None on a single device."""
+    """A 1-D ``data`` mesh over this process's devices (scoring), or None on a single device."""
+    devices = jax.local_devices()
+    if len(devices) < 2:
+        return None
+    return jax.sharding.Mesh(np.array(devices), ("data",))
+
+
+def global_mesh() -> jax.sharding.Mesh | None:
+    """A 1-D ``data`` mesh over every device of every process (the coreset of a fit), or None."""
     devices = jax.devices()
     if len(devices) < 2:
         return None
@@ -68,6 +78,8 @@ def select_coreset(
     n = int(features.shape[0])
     if ratio >= 1.0:
         return np.arange(n, dtype=np.int32)
+    if mesh is not None and jax.process_count() > 1 and isinstance(features, np.ndarray):
+        features = distributed.global_rows(features, mesh)  # the same rows on every host
     idx = ops.greedy_coreset(
         features,
         ratio=ratio,
@@ -80,7 +92,7 @@ def select_coreset(
         mesh=mesh,
         progress=progress,
     )
-    return np.asarray(idx)
+    return distributed.to_host(idx)
 
 
 def nearest_bank_distances(
@@ -223,6 +235,43 @@ def build_bank(
     return {"bank": bank.astype(np.float32), "coreset_indices": idx.astype(np.int32)}
 
 
+def build_bank_stream(
+    rows,
+    *,
+    key: jax.Array,
+    ratio: float = 0.1,
+    method: str = "approximate",
+    projection_dim: int = 128,
+    num_starts: int = 10,
+    tmp_dir=None,
+    progress: bool | Callable[[int], None] = True,
+) -> State:
+    """``build_bank`` over patch features on disk (a :class:`jad.utils.rowfile.RowFile` [N, D]):
+    the streaming coreset, then the picked rows read from the store. Same bank as ``build_bank``.
+    ``progress``: a bar, or a function called with the picks done (about every 1 %)."""
+    n = len(rows)
+    if method != "approximate":
+        raise UserError(
+            f"patchcore.coreset_method={method!r} needs the features in memory; the on-disk fit "
+            "supports 'approximate' (raise patchcore.feature_cache_gb)"
+        )
+    if ratio >= 1:
+        idx = np.arange(n, dtype=np.int32)
+    else:
+        m = int(n * float(ratio))
+        with Progress("coreset (streaming)", m, unit="pick", enabled=progress is True) as bar:
+            idx = ops.greedy_coreset_stream(
+                rows,
+                ratio=float(ratio),
+                key=key,
+                projection_dim=projection_dim,
+                num_starts=num_starts,
+                tmp_dir=tmp_dir,
+                progress=progress if callable(progress) else bar.set if progress else None,
+            )
+    return {"bank": rows.take(idx).astype(np.float32, copy=False), "coreset_indices": idx}
+
+
 def score(
     features: jax.Array,
     bank: jax.Array,
@@ -250,6 +299,21 @@ def score(
     else:
         img = jnp.max(scores, axis=1)
     return img, anomaly_maps(scores, grid=grid, out_hw=out_hw, sigma=sigma)
+
+
+def score_per_image(
+    features: jax.Array, bank: jax.Array, *, mesh: jax.sharding.Mesh | None = None, **kw: Any
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`score` one image at a time (``lax.map``): every kNN has the same [P, D] query shape
+    whatever the batch size, so a score does not depend on the batch it came in (bit for bit, on
+    any number of devices), the function exports with a symbolic batch size (``jad.export``) and
+    the kNN stays blocked (bounded memory) inside the artifact."""
+
+    def one(f):
+        img, maps = score(f[None], bank, mesh=mesh, **kw)
+        return img[0], maps[0]
+
+    return jax.lax.map(one, features)
 
 
 class DeviceBank:
@@ -289,6 +353,7 @@ class PatchCore:
         self.grid = tuple(int(g) for g in feature_grid(self.image_hw, self.layers))
         self.batch_size = int(config.data.batch_size)
         self.mesh = default_mesh() if mesh is None else (mesh or None)
+        self.fit_mesh = global_mesh() if mesh is None else (mesh or None)
         self._features = make_feature_fn(
             self.module,
             kind="patchcore",
@@ -303,49 +368,132 @@ class PatchCore:
         padded, n = pad_batch(np.asarray(images, np.float32), self.batch_size)
         return self._features(self.variables, padded)[:n]
 
+    def feature_key(self) -> dict[str, Any]:
+        """What determines the patch features (the feature cache's key, with the dataset id)."""
+        bb, pc = self.config.backbone, self.config.patchcore
+        return {
+            "extractor": "patchcore",
+            "layers": list(self.layers),
+            "pretrain_embed_dim": int(pc.pretrain_embed_dim),
+            "target_embed_dim": int(pc.target_embed_dim),
+            "weights": str(bb.weights),
+            "arch": str(bb.arch),
+            "dtype": str(bb.get("dtype", "float32")),
+            "seed": int(self.config.seed),
+        }
+
     def fit(
         self, train: Iterable[Mapping[str, np.ndarray]], *, key: jax.Array, ctx: FitContext
     ) -> FitResult:
-        n_images = getattr(train, "num_examples", None)
-        chunks: list[np.ndarray] = []
+        """Patch features of every training image, then the coreset.
+
+        Features up to ``patchcore.feature_cache_gb`` stay in memory; beyond, they go to a
+        feature store on disk (``<workdir>/<category>/feature_cache``, the trainers' cache) and
+        the coreset streams over it (:func:`jad.ops.coreset.greedy_coreset_stream`, the same
+        picks): the fit then needs memory for the bank, not for the features.
+        """
+        from jad.train_lib.feature_cache import cache_key, compute_features
+
         t0 = time.perf_counter()
-        total = len(train) if hasattr(train, "__len__") else 0
-        with Progress("features", total, unit="batch", enabled=ctx.progress) as bar:
-            for batch in train:
-                f = self.features(batch["image"])
-                chunks.append(np.asarray(f).reshape(-1, f.shape[-1]))
-                bar.update(1)
-        if not chunks:
+        n = int(getattr(train, "num_examples", 0))
+        if n == 0:
             raise UserError("the training split has no images; nothing to build a memory bank from")
-        feats = np.concatenate(chunks, axis=0)
-        del chunks
+        budget = float(self.config.patchcore.get("feature_cache_gb", 8.0))
+        key_parts = dict(self.feature_key(), dataset=ctx.dataset_id, n=n)
+        tag = cache_key(key_parts)
+        if jax.process_count() > 1:  # every host keeps its own block of the images
+            tag = f"{tag}-p{jax.process_index()}of{jax.process_count()}"
+        folder = None if ctx.workdir is None else Path(ctx.workdir) / "feature_cache"
+        feats, cache = compute_features(
+            train,
+            lambda images: self.features(images),
+            num_examples=n,
+            num_batches=len(train),
+            key=tag,
+            folder=folder,
+            budget_gb=budget,
+            progress=ctx.progress,
+        )
+        valid = cache.pop("valid")
+        on_disk = cache.get("path") is not None
+        if on_disk and jax.process_count() > 1:
+            raise UserError(
+                f"the patch features ({cache['gb']:.1f} GiB) exceed patchcore.feature_cache_gb="
+                f"{budget:g}, and the on-disk (streaming) fit runs in one process; raise the "
+                "budget or run on one host"
+            )
         t_features = time.perf_counter() - t0
         t1 = time.perf_counter()
-        state = build_bank(
-            feats,
-            key=key,
-            mesh=self.mesh,
-            progress=ctx.progress,
-            **bank_options(self.config.patchcore),
-        )
+        if on_disk:
+            if not valid.all():
+                raise AssertionError("padding rows in a single-process feature store")
+            from jad.utils.rowfile import RowFile
+
+            store = RowFile.open_npy(cache["path"])
+            n_images = store.shape[0]
+            rows = store.reshape_rows(store.shape[-1])
+            state = build_bank_stream(
+                rows,
+                key=key,
+                progress=ctx.progress,
+                tmp_dir=folder,
+                **bank_options(self.config.patchcore),
+            )
+            n_patches = len(rows)
+        else:
+            # every host's images (one host: all of them), host order = the single-host order
+            feats = distributed.gather_rows(feats, valid)
+            n_images = len(feats)
+            feats = feats.reshape(-1, feats.shape[-1])
+            state = build_bank(
+                feats,
+                key=key,
+                mesh=self.fit_mesh,
+                progress=ctx.progress,
+                **bank_options(self.config.patchcore),
+            )
+            n_patches = int(feats.shape[0])
         t_coreset = time.perf_counter() - t1
         info = {
             "features_s": t_features,
             "coreset_s": t_coreset,
             "fit_s": t_features + t_coreset,
-            "train_images": int(
-                n_images if n_images is not None else feats.shape[0] // int(np.prod(self.grid))
-            ),
-            "train_patches": int(feats.shape[0]),
+            "train_images": int(n_images),
+            "train_patches": n_patches,
             "bank_size": int(state["bank"].shape[0]),
+            "features_in": "disk (streaming coreset)" if on_disk else "memory",
         }
         return FitResult(state=state, info=info)
+
+    def scoring_function(self, state: State):
+        """A pure ``images [B, H, W, 3] -> (image scores [B], maps [B, H, W])`` with the backbone
+        and the bank as constants: what ``jad.export`` serialises (per-image kNN)."""
+        from jad.models.features import patchcore_features
+
+        pc = self.config.patchcore
+        bank = jnp.asarray(state["bank"], jnp.float32)
+        module, variables = self.module, self.variables
+
+        def fn(images):
+            feats = patchcore_features(
+                module,
+                variables,
+                images,
+                layers=self.layers,
+                pretrain_embed_dim=int(pc.pretrain_embed_dim),
+                target_embed_dim=int(pc.target_embed_dim),
+            )
+            return score_per_image(
+                feats, bank, grid=self.grid, out_hw=self.image_hw, **score_options(pc)
+            )
+
+        return fn
 
     def predict(self, state: State, images: np.ndarray) -> Predictions:
         n = images.shape[0]
         padded, _ = pad_batch(np.asarray(images, np.float32), self.batch_size)
         feats = self._features(self.variables, padded)
-        img, maps = score(
+        img, maps = score_per_image(
             feats,
             self._bank(state["bank"]),
             grid=self.grid,

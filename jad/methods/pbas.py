@@ -294,6 +294,7 @@ class PBAS:
 
     name = "pbas"
     official_selection = ("image_auroc", "pixel_auroc")  # best test I-AUROC + P-AUROC per epoch
+    multihost = True  # tested: 2 processes x 4 devices == 1 process x 8 devices
 
     def __init__(self, config, *, backbone: tuple[Any, Any] | None = None):
         from jad.models.features import feature_grid, make_feature_fn
@@ -434,6 +435,26 @@ class PBAS:
             scores, grid=self.grid, out_hw=self.image_hw, sigma=float(self.config.pbas.sigma)
         )
         return jnp.max(scores, axis=1), maps
+
+    def scoring_function(self, state: State):
+        """Pure ``images -> (image scores, maps)`` with backbone and heads as constants (export)."""
+        from jad.models.features import patchcore_features
+
+        module, variables = self.backbone
+        cfg = self.config.pbas
+
+        def fn(images):
+            feats = patchcore_features(
+                module,
+                variables,
+                images,
+                layers=self.layers,
+                pretrain_embed_dim=int(cfg.pretrain_embed_dim),
+                target_embed_dim=self.dim,
+            )
+            return self.predict_features(state, feats)
+
+        return fn
 
     def predict(self, state: State, images: np.ndarray) -> Predictions:
         n = images.shape[0]

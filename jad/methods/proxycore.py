@@ -826,7 +826,7 @@ class ProxyCore:
     def predict_features(self, state: State, features: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(image scores [B], maps [B, H, W]) from backbone features [B, P, D]."""
         z = self._embed(state["params"], state["batch_stats"], features)
-        return patchcore.score(
+        return patchcore.score_per_image(
             z,
             self._bank_cache(state["bank"]),
             grid=self.grid,
@@ -836,6 +836,36 @@ class ProxyCore:
             sigma=self.opts.sigma,
             mesh=self.mesh,
         )
+
+    def scoring_function(self, state: State):
+        """Pure ``images -> (image scores, maps)``: backbone, embedding MLP and bank as constants,
+        per-image kNN (``jad.export``)."""
+        from jad.models.features import patchcore_features
+
+        module, variables = self.backbone
+        bank = jnp.asarray(state["bank"], jnp.float32)
+
+        def fn(images):
+            feats = patchcore_features(
+                module,
+                variables,
+                images,
+                layers=self.layers,
+                pretrain_embed_dim=int(self.config.proxycore.pretrain_embed_dim),
+                target_embed_dim=self.dim,
+            )
+            z = self._embed(state["params"], state["batch_stats"], feats)
+            return patchcore.score_per_image(
+                z,
+                bank,
+                grid=self.grid,
+                out_hw=self.image_hw,
+                num_neighbors=1,
+                distance="squared",
+                sigma=self.opts.sigma,
+            )
+
+        return fn
 
     def predict(self, state: State, images: np.ndarray) -> Predictions:
         feats, n = self._features_padded(images)

@@ -8,7 +8,7 @@ No Flax / optax / TFDS / torch imports here: only jax and numpy.
 - anomaly-map filters: :func:`gaussian_blur` (scipy), :func:`resize_bilinear` (torch)
 """
 
-from jad.ops.coreset import coreset_size, greedy_coreset
+from jad.ops.coreset import coreset_size, greedy_coreset, greedy_coreset_stream
 from jad.ops.distances import cosine_similarity, inner_products, pairwise_sq_dists, sq_norms
 from jad.ops.filters import (
     bilinear_matrix,
@@ -28,6 +28,7 @@ __all__ = [
     "gaussian_kernel1d",
     "gaussian_matrix",
     "greedy_coreset",
+    "greedy_coreset_stream",
     "inner_products",
     "knn",
     "merge_topk",

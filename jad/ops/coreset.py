@@ -470,3 +470,194 @@ def greedy_coreset(
             progress=progress,
         )
     return (idx, radii) if return_radii else idx
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming driver: rows on disk, memory O(N + block).
+# --------------------------------------------------------------------------------------------
+
+_STREAM_BLOCK = 16384  # columns of the projected bank per streamed block ([P, block] floats)
+
+
+@jax.jit
+def _stream_project(x, w):
+    """[_PROJ_BLOCK, D] rows -> [P, _PROJ_BLOCK]: the same dot as ``project_transposed``."""
+    return project_transposed(x, w)
+
+
+@jax.jit
+def _stream_init(zt, zs, valid):
+    """Squared norms, initial delta and the block's (max, first index, column) of one block."""
+    zn = _col_sq_norms(zt)
+    delta = jnp.where(valid, _mean_start_distance(zt, zn, zs), -jnp.inf)
+    m, i = _first_argmax(delta, jnp.arange(zt.shape[1], dtype=jnp.int32))
+    return zn, delta, m, i, lax.dynamic_index_in_dim(zt, i, axis=1, keepdims=False)
+
+
+@jax.jit
+def _stream_step(zt, zn, delta, zk):
+    """One pick's update of one block: delta = min(delta, ||z - z_k||), then the block's max."""
+    delta = jnp.minimum(delta, _dist_to(zt, zn, zk))
+    m, i = _first_argmax(delta, jnp.arange(zt.shape[1], dtype=jnp.int32))
+    return delta, m, i, lax.dynamic_index_in_dim(zt, i, axis=1, keepdims=False)
+
+
+def greedy_coreset_stream(
+    rows,
+    *,
+    num: int | None = None,
+    ratio: float | None = None,
+    key: jax.Array | None = None,
+    projection_dim: int = 128,
+    num_starts: int = 10,
+    projection: jax.Array | None = None,
+    start_indices: np.ndarray | None = None,
+    tmp_dir: str | None = None,
+    block: int = _STREAM_BLOCK,
+    return_radii: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """``greedy_coreset(method="approximate")`` over rows that live on disk, same indices.
+
+    ``rows`` is a :class:`jad.utils.rowfile.RowFile` [N, D] (or an in-memory [N, D] array). One
+    pass projects the rows (the same fixed ``_PROJ_BLOCK``-row dots as the in-memory kernel) into
+    a temporary projected store in ``tmp_dir`` laid out as column blocks [P, block]; every pick
+    then streams that store once (N.P floats read from the page cache, not kept resident) and
+    updates delta block by block. Resident memory: delta and squared norms (8 bytes per row) plus
+    two blocks, whatever N. Picks, ties and radii equal the in-memory kernel's bit for bit (the
+    per-column arithmetic is the same and does not depend on the block width; tested).
+
+    Returns numpy ``indices [M] int32`` (with ``return_radii`` also ``radii [M] float32``).
+    """
+    import os
+    import tempfile
+
+    from jad.utils.rowfile import RowFile
+
+    if isinstance(rows, RowFile):
+        n, d = rows.shape[0], int(np.prod(rows.row_shape))
+        read = lambda a, b, out=None: rows.read(a, b, out)  # noqa: E731
+    else:
+        arr = np.asarray(rows)
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"rows must be a floating [N, D] array, got {arr.dtype} {arr.shape}")
+        n, d = arr.shape
+        read = lambda a, b, out=None: arr[a:b]  # noqa: E731
+    if n == 0 or d == 0:
+        raise ValueError(f"rows must be a non-empty [N, D] array, got [{n}, {d}].")
+    m = coreset_size(n, num=num, ratio=ratio)
+    if (projection is None and d != projection_dim) or start_indices is None:
+        if key is None:
+            raise ValueError(
+                "greedy_coreset_stream needs key= unless projection= (or D == projection_dim) "
+                "and start_indices= are both given."
+            )
+        k_proj, k_start = jax.random.split(key)
+    if projection is None and d != projection_dim:
+        projection = _random_projection(k_proj, int(projection_dim), d)
+    if projection is not None:
+        projection = jnp.asarray(projection, jnp.float32)
+        if projection.ndim != 2 or projection.shape[1] != d:
+            raise ValueError(f"projection must have shape [P, {d}], got {projection.shape}.")
+    p = d if projection is None else int(projection.shape[0])
+    if start_indices is None:
+        s = min(int(num_starts), n)
+        starts = np.asarray(jax.random.choice(k_start, n, (s,), replace=False), np.int64)
+    else:
+        starts = np.asarray(start_indices, np.int64)
+        if starts.ndim != 1 or starts.size == 0 or starts.min() < 0 or starts.max() >= n:
+            raise ValueError(f"start_indices must be a non-empty 1-D array in [0, {n}).")
+
+    block = int(min(block, n))
+    nblk = -(-n // block)
+    pb = _PROJ_BLOCK
+    chunk_starts = [0] if n <= pb else [min(j * pb, n - pb) for j in range(-(-n // pb))]
+    xbuf = np.zeros((pb, d), np.float32)
+    zbuf = np.zeros((p, block), np.float32)
+    fd, tmp = tempfile.mkstemp(prefix=".coreset-", suffix=".f32", dir=tmp_dir)
+    try:
+        # ---- projection pass: column block b of the projected store holds rows b*block.. ----
+        zs = np.zeros((len(starts), p), np.float32)
+        for b in range(nblk):
+            c0, c1 = b * block, min((b + 1) * block, n)
+            zbuf[:] = 0.0
+            for s0 in chunk_starts:
+                if s0 + pb <= c0 or s0 >= c1:
+                    continue
+                got = read(s0, min(s0 + pb, n), xbuf)
+                x = np.asarray(got, np.float32)
+                if len(x) < pb:  # n < _PROJ_BLOCK: zero-padded, as the in-memory kernel
+                    x = np.concatenate([x, np.zeros((pb - len(x), d), np.float32)])
+                z = np.asarray(_stream_project(x, projection) if projection is not None else x.T)
+                lo, hi = max(s0, c0), min(s0 + pb, c1, n)
+                zbuf[:, lo - c0 : hi - c0] = z[:, lo - s0 : hi - s0]
+            own = (starts >= c0) & (starts < c1)
+            zs[own] = zbuf[:, starts[own] - c0].T
+            os.pwrite(fd, memoryview(zbuf).cast("B"), b * p * block * 4)
+        store = RowFile(tmp, (nblk, p, block), np.float32)
+
+        # ---- init pass and picks: every pass reads the store once, block by block ----
+        zn, delta = [None] * nblk, [None] * nblk
+        zs_j = jnp.asarray(zs)
+
+        def blk_valid(b):
+            return jnp.arange(block) < (n - b * block)
+
+        # Two 64-byte-aligned buffers in turn, handed to XLA without a copy (jax.device_put
+        # aliases aligned host memory on CPU; jnp.asarray would copy asynchronously into a fresh
+        # allocation per block, which both races with the refill and bloats the heap: measured).
+        # A buffer is refilled only once the computation reading it is done, so reading block
+        # b+1 overlaps the computation on block b and at most two blocks are ever resident.
+        ring = [_aligned_empty((p, block)) for _ in range(2)]
+        busy: list = [None, None]
+        turn = [0]
+
+        def load(b):
+            j = turn[0] = (turn[0] + 1) % 2
+            if busy[j] is not None:
+                jax.block_until_ready(busy[j])
+            store.read(b, b + 1, ring[j].reshape(1, p, block))
+            return j, jax.device_put(ring[j])
+
+        def pick(per_block):
+            """Global (max, index, column) from the blocks' (max, first index, column): the first
+            block holding the max wins, i.e. the lowest global index, as the in-memory kernel."""
+            ms = np.asarray(jax.device_get([c[0] for c in per_block]))
+            b = int(np.argmax(ms))
+            return ms[b], b * block + int(per_block[b][1]), per_block[b][2]
+
+        per_block = []
+        for b in range(nblk):
+            j, zt_b = load(b)
+            zn[b], delta[b], *rest = _stream_init(zt_b, zs_j, blk_valid(b))
+            busy[j] = delta[b]
+            per_block.append(rest)
+        idx = np.zeros((m,), np.int32)
+        radii = np.zeros((m,), np.float32)
+        every = max(1, m // 100)
+        for i in range(m):
+            radii[i], idx[i], zk = pick(per_block)
+            if i + 1 == m:
+                break
+            per_block = []
+            for b in range(nblk):
+                j, zt_b = load(b)
+                delta[b], *rest = _stream_step(zt_b, zn[b], delta[b], zk)
+                busy[j] = delta[b]
+                per_block.append(rest)
+            if progress is not None and (i + 1) % every == 0:
+                progress(i + 1)
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
+    if progress is not None:
+        progress(m)
+    return (idx, radii) if return_radii else idx
+
+
+def _aligned_empty(shape, align: int = 64) -> np.ndarray:
+    """An uninitialised float32 array whose data starts on an ``align``-byte boundary."""
+    nbytes = int(np.prod(shape)) * 4
+    raw = np.empty(nbytes + align, np.uint8)
+    off = (-raw.ctypes.data) % align
+    return raw[off : off + nbytes].view(np.float32).reshape(shape)

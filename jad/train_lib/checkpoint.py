@@ -34,6 +34,9 @@ class Checkpoints:
       best_mode: ``"min"`` / ``"max"`` to also keep the checkpoint with the best
         ``metrics["criterion"]`` (saves without metrics never count as best); None = latest only.
       create: create ``directory`` if missing (False for read-only use).
+      this_process_only: in a multi-host run, read or write without the other processes (a
+        finished model of host numpy arrays, written by process 0 and read by every process);
+        training checkpoints of global arrays are saved by all processes together.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class Checkpoints:
         best_mode: str | None = None,
         create: bool = True,
         async_save: bool = True,
+        this_process_only: bool = False,
     ):
         self.directory = Path(directory).absolute()
         policies: list[Any] = [pp.LatestN(n=max(1, int(keep)))]
@@ -59,11 +63,24 @@ class Checkpoints:
                 )
             )
         self.best_mode = best_mode
+        extra = {}
+        if this_process_only:
+            import jax
+
+            if jax.process_count() > 1:
+                me = jax.process_index()
+                extra["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                    primary_host=me, active_processes={me}
+                )
+                if create:  # Orbax refuses create=True with active_processes: do it here
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    create = False
         options = ocp.CheckpointManagerOptions(
             create=create,
             preservation_policy=pp.AnyPreservationPolicy(policies),
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
+            **extra,
         )
         self._mgr = ocp.CheckpointManager(self.directory, options=options)
 
@@ -148,7 +165,7 @@ class Checkpoints:
 
 def save(directory: Path, state: dict[str, Any], meta: dict[str, Any], *, step: int = 0) -> Path:
     """Write ``state`` + ``meta`` as checkpoint ``step`` under ``directory``; returns its path."""
-    with Checkpoints(directory, keep=1, async_save=False) as ck:
+    with Checkpoints(directory, keep=1, async_save=False, this_process_only=True) as ck:
         ck.save(step, state, meta)
     return Path(directory) / str(step)
 
@@ -157,7 +174,7 @@ def latest_step(directory: Path) -> int | None:
     directory = Path(directory)
     if not directory.is_dir():
         return None
-    with Checkpoints(directory, create=False) as ck:
+    with Checkpoints(directory, create=False, this_process_only=True) as ck:
         return ck.latest_step()
 
 
@@ -165,7 +182,7 @@ def read_meta(directory: Path, *, step: int | None = None) -> dict[str, Any]:
     """Only the JSON ``meta`` of checkpoint ``step`` (default: the latest); no arrays are read."""
     if latest_step(directory) is None:
         raise UserError(f"no checkpoint found in {directory}")
-    with Checkpoints(directory, create=False) as ck:
+    with Checkpoints(directory, create=False, this_process_only=True) as ck:
         return ck.read_meta(step)
 
 
@@ -175,6 +192,6 @@ def restore(directory: Path, *, step: int | None = None) -> tuple[dict[str, Any]
         raise UserError(
             f"no checkpoint found in {directory} (run jad.train with this --workdir first)"
         )
-    with Checkpoints(directory, create=False) as ck:
+    with Checkpoints(directory, create=False, this_process_only=True) as ck:
         state, meta = ck.restore(step)
     return dict(state), meta

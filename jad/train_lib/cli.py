@@ -15,9 +15,17 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
-from jad.utils.errors import UserError, user_error_types
+from jad.utils.errors import user_error_types
 
 _OVERRIDE = re.compile(r"^--?config\.([A-Za-z0-9_.]+)(=.*)?$")
+
+# Multi-host (jad.utils.distributed): every CLI takes these; unset = the JAX_* environment, else
+# a single process.
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0's coordinator (multi-host runs)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in [0, num).")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -101,12 +109,36 @@ def run(main: Callable[[list[str]], int | None], *, needs_config: bool) -> None:
         absl_logging.set_verbosity(absl_logging.WARNING)
         for noisy in ("orbax", "jax._src", "tensorflow_datasets", "grain"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+        from jad.utils import distributed
+
         try:
+            distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
             code = main(argv)
+        except SystemExit:
+            raise
         except user_error_types() as e:
-            fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-        except UserError as e:  # pragma: no cover - included above, kept for clarity
-            fail(str(e))
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if distributed.joined():
+                print(f"error: {message}", file=sys.stderr)
+                distributed.exit_now(2)
+            fail(message)
+        except BaseException as e:
+            if not distributed.joined():
+                raise
+            # Multi-process: leave at once (no shutdown barrier, no background saves), so the
+            # other processes see this one gone within the heartbeat timeout instead of hanging.
+            if distributed.lost_peer(e):
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                print(
+                    "error: lost contact with another process of this run (it died or was "
+                    f"stopped; see its log): {first}",
+                    file=sys.stderr,
+                )
+            else:
+                import traceback
+
+                traceback.print_exc()
+            distributed.exit_now(1)
         sys.exit(int(code or 0))
 
     app.run(wrapped, flags_parser=make_flags_parser(needs_config=needs_config))

@@ -68,15 +68,21 @@ def compute_features(
         path = Path(folder) / f"{key}.npy"
         if path.is_file():
             feats = np.load(path, mmap_mode="r")
-            if feats.shape[0] == num_examples:
+            meta_path = path.with_suffix(".json")
+            if feats.shape[0] == num_examples and meta_path.is_file():
+                valid = np.asarray(json.loads(meta_path.read_text()).get("valid", []), bool)
+                if len(valid) != num_examples:
+                    valid = np.ones(num_examples, bool)
                 info.update(where="disk (reused)", path=str(path), gb=feats.nbytes / 2**30)
-                return feats, info
+                return feats, info | {"valid": valid}
     out: np.ndarray | None = None
     tmp_path = None
     i = 0
+    valid: list[np.ndarray] = []
     with Progress("features", num_batches, unit="batch", enabled=progress) as bar:
         for batch in batches:
             f = np.asarray(embed(batch["image"]), np.float32)
+            valid.append(np.asarray(batch.get("valid", np.ones(len(f), bool)), bool))
             if out is None:
                 shape = (num_examples, *f.shape[1:])
                 nbytes = int(np.prod(shape)) * 4
@@ -95,12 +101,15 @@ def compute_features(
             bar.update(1)
     if out is None or i != num_examples:
         raise AssertionError(f"feature extraction saw {i} of {num_examples} training images")
+    info["valid"] = np.concatenate(valid)
     if tmp_path is not None:
         out.flush()
         del out
         final = Path(folder) / f"{key}.npy"
         os.replace(tmp_path, final)
-        write_json(Path(folder) / f"{key}.json", info | {"num_examples": num_examples})
+        meta = {k: v for k, v in info.items() if k != "valid"}
+        meta |= {"num_examples": num_examples, "valid": info["valid"].tolist()}
+        write_json(Path(folder) / f"{key}.json", meta)
         for old in Path(folder).glob("*.npy"):
             if old != final:
                 old.unlink(missing_ok=True)

@@ -44,6 +44,7 @@ from jad.train_lib.checkpoint import Checkpoints
 from jad.train_lib.feature_cache import compute_features
 from jad.train_lib.parallel import DataParallel, data_mesh, pad_to, padded_batch_size
 from jad.train_lib.tblog import MetricWriter
+from jad.utils import distributed
 from jad.utils.errors import UserError
 from jad.utils.progress import Progress
 
@@ -179,16 +180,20 @@ def _load_arrays(trainer, loader, opts: LoopOptions, ctx: FitContext) -> tuple[d
         from jad.train_lib.feature_cache import cache_key
 
         folder = None if ctx.workdir is None else Path(ctx.workdir) / "feature_cache"
+        key = cache_key(key_parts)
+        if jax.process_count() > 1:  # every host caches its own block of the images
+            key = f"{key}-p{jax.process_index()}of{jax.process_count()}"
         feats, info = compute_features(
             batches(),
             embed,
             num_examples=n,
             num_batches=len(loader),
-            key=cache_key(key_parts),
+            key=key,
             folder=folder,
             budget_gb=opts.feature_cache_gb,
             progress=ctx.progress,
         )
+        feats = distributed.gather_rows(feats, info.pop("valid"))
         if not preview and opts.num_tb_heatmaps:  # reused from disk: read a few images
             for batch in loader.epoch(0):
                 preview.extend(batch["image"][: opts.num_tb_heatmaps - len(preview)])
@@ -196,17 +201,19 @@ def _load_arrays(trainer, loader, opts: LoopOptions, ctx: FitContext) -> tuple[d
                     break
         arrays = {"features": feats}
     else:
-        images, masks, labels = [], [], []
+        images, masks, labels, valid = [], [], [], []
         with Progress("images", len(loader), unit="batch", enabled=ctx.progress) as bar:
             for batch in batches():
                 images.append(batch["image"])
                 masks.append(batch["mask"])
                 labels.append(batch["label"])
+                valid.append(batch.get("valid", np.ones(len(batch["label"]), bool)))
                 bar.update(1)
+        v = np.concatenate(valid)
         arrays = {  # "mask" is the row mask of a batch; ground-truth masks are "gt_mask"
-            "image": np.concatenate(images),
-            "gt_mask": np.concatenate(masks),
-            "label": np.concatenate(labels),
+            "image": distributed.gather_rows(np.concatenate(images), v),
+            "gt_mask": distributed.gather_rows(np.concatenate(masks), v),
+            "label": distributed.gather_rows(np.concatenate(labels), v),
         }
         info = {"where": "memory", "gb": arrays["image"].nbytes / 2**30}
     aux = {}
@@ -216,9 +223,14 @@ def _load_arrays(trainer, loader, opts: LoopOptions, ctx: FitContext) -> tuple[d
                 f"{trainer.name} trains with labelled anomalies: set data.labelled_anomalies > 0"
             )
         batches_a = list(ctx.anomalous.epoch(0))
+        va = np.concatenate([b.get("valid", np.ones(len(b["label"]), bool)) for b in batches_a])
         aux = {
-            "anomalous_image": np.concatenate([b["image"] for b in batches_a]),
-            "anomalous_mask": np.concatenate([b["mask"] for b in batches_a]),
+            "anomalous_image": distributed.gather_rows(
+                np.concatenate([b["image"] for b in batches_a]), va
+            ),
+            "anomalous_mask": distributed.gather_rows(
+                np.concatenate([b["mask"] for b in batches_a]), va
+            ),
         }
     info["seconds"] = time.perf_counter() - t0
     return arrays, aux, info | {"preview": preview[: opts.num_tb_heatmaps]}
@@ -230,7 +242,7 @@ def _load_arrays(trainer, loader, opts: LoopOptions, ctx: FitContext) -> tuple[d
 
 
 def _to_host(tree):
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+    return distributed.to_host(tree)
 
 
 def _unhealthy(metrics: dict[str, float], lowest: float, factor: float) -> str | None:
@@ -286,6 +298,11 @@ def fit_trainer(
         )
     workdir = Path(ctx.workdir) if ctx.workdir is not None else None
     timings: dict[str, float] = {}
+    if jax.process_count() > 1 and not getattr(trainer, "multihost", False):
+        raise UserError(
+            f"{trainer.name} runs on one host; multi-host training is implemented for PBAS "
+            f"(and PatchCore fits)"
+        )
     if hasattr(trainer, "begin_category"):
         trainer.begin_category(ctx.category)
 
@@ -340,7 +357,8 @@ def fit_trainer(
             timings["init_from_data_s"] = time.perf_counter() - t0
     state = dp.put_state(state)
 
-    writer = MetricWriter(workdir / "tb" if (workdir and opts.tensorboard) else None)
+    primary = distributed.is_primary()
+    writer = MetricWriter(workdir / "tb" if (workdir and opts.tensorboard and primary) else None)
     lrs = getattr(trainer, "learning_rates", lambda step: {})
     history: list[dict[str, Any]] = []
     evaluations: list[dict[str, Any]] = []
@@ -352,14 +370,16 @@ def fit_trainer(
     lowest = math.inf  # the lowest epoch-mean loss so far (divergence rule)
     last_saved = start
     try:
-        with Progress("train", total, unit="step", enabled=ctx.progress, initial=start) as bar:
+        with Progress(
+            "train", total, unit="step", enabled=ctx.progress and primary, initial=start
+        ) as bar:
             for step in range(start, total):
                 positions, epoch = batch_indices(opts.seed, step, n, opts.batch_size)
                 batch = pad_to(make_batch(trainer, data, positions, step), batch_shape)
                 state, metrics = dp(state, batch)
                 steps_since_log += 1
                 done = step + 1
-                last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                last = {k: float(v) for k, v in distributed.to_host(metrics).items()}
                 problem = _unhealthy(last, lowest, opts.divergence_factor)
                 if problem:
                     where = (
@@ -459,18 +479,22 @@ def _evaluation(trainer, state, val, opts, ctx, writer, step, preview, evaluatio
     """One evaluation at an epoch end: the selection criterion (if any) and TensorBoard heatmaps."""
     record: dict[str, Any] = {"step": step}
     criterion = None
+    host_state = None  # exported to host numpy: predictions below run per process, locally
     if opts.select == "val":
         criterion = _evaluate_val(trainer, state, val, opts)
         record["val_loss"] = criterion
         writer.scalars(step, {"val/loss": criterion})
     elif opts.select == "test_official":
-        metrics = ctx.evaluate_test(trainer.export(state))
+        host_state = _to_host(trainer.export(state))
+        metrics = ctx.evaluate_test(host_state)
         keys = trainer.official_selection
         criterion = float(sum(metrics[k] or 0.0 for k in keys))
         record.update(test_metrics=metrics, criterion=criterion)
         writer.scalars(step, {f"test/{k}": v for k, v in metrics.items()})
     if writer.enabled and preview:
-        pred = trainer.predict(trainer.export(state), np.stack(preview))
+        if host_state is None:
+            host_state = _to_host(trainer.export(state))
+        pred = trainer.predict(host_state, np.stack(preview))
         lo, hi = heatmaps.colour_range(pred.anomaly_maps)
         for i, (img, m) in enumerate(zip(preview, pred.anomaly_maps, strict=True)):
             panel = heatmaps.panel(heatmaps.denormalize(img), m, vmin=lo, vmax=hi)

@@ -24,6 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jad.utils import distributed
 from jad.utils.errors import UserError
 
 AXIS = "data"
@@ -118,7 +119,11 @@ class DataParallel:
             )
 
     def put_state(self, state: Any) -> Any:
-        return jax.device_put(state, self.state_sharding) if self.mode == "jit" else state
+        """The state at its placement (global arrays over every host's devices in a multi-host
+        run; every process passes the same values)."""
+        if self.mode != "jit":
+            return state
+        return distributed.replicate(state, self.state_sharding)
 
     def abstract_state(self, abstract: Any) -> Any:
         """``jax.eval_shape`` output with the state's shardings attached (a restore target)."""
@@ -140,7 +145,7 @@ class DataParallel:
                 f"batch of {n} rows is not a multiple of {self.num_devices} devices"
             )
         if self.mode == "jit":
-            return jax.device_put(batch, self.sharded)
+            return {k: distributed.global_rows(v, self.mesh) for k, v in batch.items()}
         d = self.num_devices
         return {k: np.asarray(v).reshape(d, n // d, *np.shape(v)[1:]) for k, v in batch.items()}
 

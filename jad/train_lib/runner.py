@@ -27,7 +27,9 @@ import numpy as np
 from jad.methods.common import FitContext, Method, Trainer, build_method, is_trainer
 from jad.metrics import KEYS
 from jad.train_lib import checkpoint, heatmaps
+from jad.utils import distributed
 from jad.utils.atomic import write_json
+from jad.utils.distributed import is_primary
 from jad.utils.errors import UserError
 from jad.utils.progress import Progress
 
@@ -163,6 +165,8 @@ def make_loader(config, root: Path, category: str, split: str):
         labelled_anomalies=int(config.data.get("labelled_anomalies", 0)),
         split_seed=int(config.data.get("split_seed", 0)),
         calibration_holdout=calibration_fraction(config),
+        num_shards=jax.process_count(),  # multi-host: each host reads its block of images
+        shard_index=jax.process_index(),
         **kwargs,
     )
 
@@ -174,13 +178,19 @@ def calibration_fraction(config) -> float:
 
 
 def predict_split(method, state, loader) -> tuple[np.ndarray, np.ndarray]:
-    """(image scores [N], anomaly maps [N, H, W]) of every image of ``loader`` (float32)."""
-    scores, maps = [], []
+    """(image scores [N], anomaly maps [N, H, W]) of every image of ``loader`` (float32; every
+    host's block in a multi-host run)."""
+    scores, maps, valid = [], [], []
     for batch in loader.epoch(0):
         pred = method.predict(state, batch["image"])
         scores.append(np.asarray(pred.image_scores, np.float32))
         maps.append(np.asarray(pred.anomaly_maps, np.float32))
-    return np.concatenate(scores), np.concatenate(maps)
+        valid.append(np.asarray(batch.get("valid", np.ones(len(batch["label"]), bool))))
+    v = np.concatenate(valid)
+    return (
+        distributed.gather_rows(np.concatenate(scores), v),
+        distributed.gather_rows(np.concatenate(maps), v),
+    )
 
 
 def calibrate_model(method, state, config, root: Path, category: str) -> dict[str, Any] | None:
@@ -329,7 +339,13 @@ def fit_or_restore(
         )
         result = fit_trainer(method, train, config=config, key=key, ctx=ctx, signature=signature)
     else:
-        result = method.fit(train, key=key, ctx=FitContext(workdir / category, progress))
+        ctx = FitContext(
+            workdir / category,
+            progress,
+            dataset_id=dataset_id(config, root, category),  # the feature store's key
+            category=category,
+        )
+        result = method.fit(train, key=key, ctx=ctx)
         result.info.setdefault("protocol", PATCHCORE_PROTOCOL)
     calibration = calibrate_model(method, result.state, config, root, category)
     meta = {
@@ -342,7 +358,8 @@ def fit_or_restore(
         "backbone": weights_provenance(config),
         "jad_version": _version(),
     }
-    checkpoint.save(ckpt_dir, result.state, meta, step=int(result.info.get("steps", 0)))
+    if is_primary():  # written once; every host holds the same state
+        checkpoint.save(ckpt_dir, result.state, meta, step=int(result.info.get("steps", 0)))
     return result.state, result.info, calibration
 
 
@@ -366,32 +383,40 @@ def evaluate_category(
     from jad import metrics as jm
 
     test = make_loader(config, root, category, "test")
-    n = int(test.num_examples)
     crop = int(config.data.crop)
-    scores = np.zeros((n,), np.float32)
-    labels = np.zeros((n,), np.int32)
-    maps = np.zeros((n, crop, crop), np.float32)
-    masks = np.zeros((n, crop, crop), np.uint8)
-    paths: list[str] = []
     want_heatmaps = heatmap_dir is not None and int(config.eval.get("num_heatmaps", -1)) != 0
     limit = int(config.eval.get("num_heatmaps", -1))
-    shown: list[np.ndarray] = []
-    i = 0
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("score", "map", "mask", "label", "path", "valid", "image")
+    }
     t0 = time.perf_counter()
-    with Progress("score", len(test), unit="batch", enabled=progress) as bar:
-        for batch in test:
-            b = batch["image"].shape[0]
+    with Progress("score", len(test), unit="batch", enabled=progress and is_primary()) as bar:
+        for batch in test.epoch(0):
             pred = method.predict(state, batch["image"])
-            scores[i : i + b] = pred.image_scores
-            maps[i : i + b] = pred.anomaly_maps
-            masks[i : i + b] = batch["mask"] != 0
-            labels[i : i + b] = batch["label"]
-            paths.extend(str(p) for p in batch["path"])
-            if want_heatmaps and (limit < 0 or len(shown) < limit):
-                for img in batch["image"][: (b if limit < 0 else limit - len(shown))]:
-                    shown.append(heatmaps.denormalize(img))
-            i += b
+            parts["score"].append(np.asarray(pred.image_scores, np.float32))
+            parts["map"].append(np.asarray(pred.anomaly_maps, np.float32))
+            parts["mask"].append((batch["mask"] != 0).astype(np.uint8))
+            parts["label"].append(np.asarray(batch["label"], np.int32))
+            parts["path"].append(_encode_paths(batch["path"]))
+            parts["valid"].append(
+                np.asarray(batch.get("valid", np.ones(len(batch["label"]), bool)))
+            )
+            if want_heatmaps:
+                parts["image"].append(np.stack([heatmaps.denormalize(x) for x in batch["image"]]))
             bar.update(1)
+    # every host scored its block of the test images: gather them (host order = single-host order)
+    valid = np.concatenate(parts["valid"])
+    scores, maps, masks, labels = (
+        distributed.gather_rows(np.concatenate(parts[k]), valid)
+        for k in ("score", "map", "mask", "label")
+    )
+    paths = _decode_paths(distributed.gather_rows(np.concatenate(parts["path"]), valid))
+    shown: list[np.ndarray] = []
+    if want_heatmaps:
+        images = distributed.gather_rows(np.concatenate(parts["image"]), valid)
+        shown = list(images if limit < 0 else images[:limit])
+    n = len(scores)
+    assert maps.shape == (n, crop, crop), maps.shape
     t_test = time.perf_counter() - t0
     t1 = time.perf_counter()
     has_masks = bool(masks.any())
@@ -405,7 +430,7 @@ def evaluate_category(
     t_metrics = time.perf_counter() - t1
     metrics = {k: (None if result.get(k) is None else float(result[k])) for k in METRIC_KEYS}
     extra: dict[str, Any] = {"num_test_images": n, "num_anomalous": int(labels.sum())}
-    if want_heatmaps and shown:
+    if want_heatmaps and shown and is_primary():
         vmin, vmax = heatmaps.colour_range(maps)
         for j, img in enumerate(shown):
             heatmaps.save_png(
@@ -427,6 +452,20 @@ def evaluate_category(
 
 
 CALIBRATED_PROTOCOL = "thresholds calibrated on held-out normal training images only"
+_PATH_BYTES = 1024
+
+
+def _encode_paths(paths) -> np.ndarray:
+    """File paths as fixed-width uint8 rows (so that they can be gathered across hosts)."""
+    out = np.zeros((len(paths), _PATH_BYTES), np.uint8)
+    for i, p in enumerate(paths):
+        b = str(p).encode()[:_PATH_BYTES]
+        out[i, : len(b)] = np.frombuffer(b, np.uint8)
+    return out
+
+
+def _decode_paths(rows: np.ndarray) -> list[str]:
+    return [bytes(r).rstrip(b"\0").decode() for r in rows]
 
 
 def calibrated_metrics(calibration, labels, scores, masks=None, maps=None) -> dict[str, Any]:
@@ -578,14 +617,16 @@ def train_and_evaluate(
         )
     method = build_method(config)  # validates the method's config before anything is written
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "config.json", config_to_dict(config))
+    if is_primary():
+        write_json(workdir / "config.json", config_to_dict(config))
     per_cat: dict[str, dict[str, float | None]] = {}
     timings: dict[str, dict[str, float]] = {}
     extras: dict[str, Any] = {}
     for category in categories:
         manifest = anomaly_manifest(config, root, category)
         if manifest is not None:
-            write_json(workdir / category / "labelled_anomalies.json", manifest)
+            if is_primary():
+                write_json(workdir / category / "labelled_anomalies.json", manifest)
         state, fit_info, calibration = fit_or_restore(
             method, config, root, category, workdir, progress=progress
         )
@@ -640,8 +681,9 @@ def train_and_evaluate(
             cat: {name: row.get(key) for name, key in paper_keys.items()}
             for cat, row in summary.items()
         }
-    write_json(workdir / "results.json", results)
-    _write_tables(workdir, summary)
+    if is_primary():
+        write_json(workdir / "results.json", results)
+        _write_tables(workdir, summary)
     return results
 
 
@@ -703,6 +745,7 @@ def evaluate_workdir(
     table = calibrated_table(extras)
     if table:
         out["calibrated"] = {"protocol": CALIBRATED_PROTOCOL, "metrics": table}
-    write_json(workdir / "eval_results.json", out)
-    _write_tables(workdir, summary, stem="eval_metrics")
+    if is_primary():
+        write_json(workdir / "eval_results.json", out)
+        _write_tables(workdir, summary, stem="eval_metrics")
     return out

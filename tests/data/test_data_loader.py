@@ -143,7 +143,6 @@ def test_shuffle_is_deterministic_per_seed_and_epoch(syn_root):
 
 
 def test_sharding_covers_every_example_once(syn_root):
-    everything = _paths(_loader(syn_root).epoch(0))
     for shuffle in (False, True):
         shards = [
             _paths(
@@ -153,10 +152,21 @@ def test_sharding_covers_every_example_once(syn_root):
             )
             for i in range(3)
         ]
-        assert sorted(p for s in shards for p in s) == sorted(everything)
-        assert [len(s) for s in shards] == [2, 1, 1]
-        loaders = [_loader(syn_root, num_shards=3, shard_index=i) for i in range(3)]
-        assert [lo.num_examples for lo in loaders] == [2, 1, 1]
+        # contiguous blocks of ceil(4 / 3) = 2, the last one padded: equal sizes for every host
+        assert [len(s) for s in shards] == [2, 2, 2]
+        loaders = [
+            _loader(syn_root, shuffle=shuffle, seed=3, num_shards=3, shard_index=i, batch_size=1)
+            for i in range(3)
+        ]
+        assert [lo.num_examples for lo in loaders] == [2, 2, 2]
+        assert [lo.num_valid for lo in loaders] == [2, 2, 0]
+        real = []
+        for lo in loaders:
+            for b in lo.epoch(2):
+                real += [p for p, v in zip(b["path"], b["valid"], strict=True) if v]
+        # without the padding: every example exactly once, in the single-host order
+        single = _paths(_loader(syn_root, shuffle=shuffle, seed=3, batch_size=1).epoch(2))
+        assert real == single
 
 
 def test_drop_remainder_and_len(syn_root):

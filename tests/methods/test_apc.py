@@ -227,3 +227,10 @@ def test_bad_config_values_are_one_line_errors(hard_small, tmp_path, key, value,
             small_config(hard_small, **{key: value}), tmp_path / "w", progress=False
         )
     assert not (tmp_path / "w" / "disc" / "checkpoint").exists()
+
+
+def test_export_round_trip(trained, tmp_path):
+    from export_testutil import check_export
+
+    _, workdir, _ = trained
+    check_export(workdir, "disc", tmp_path / "apc.jax")

@@ -178,3 +178,14 @@ def test_labelled_anomalies_are_never_scored_and_the_split_is_reproducible(
     assert runner.anomaly_manifest(other, small_synthetic, "disc")["files"] != manifest["files"]
     # part of the model's identity: a different split on the same workdir is refused
     assert runner.fit_signature(other) != runner.fit_signature(config)
+
+
+def test_export_round_trip_and_light_serving(trained, tmp_path):
+    from export_testutil import check_export, check_light_serving
+
+    _, workdir, _ = trained
+    out = tmp_path / "disc.jax"
+    header = check_export(workdir, "disc", out)
+    assert header["preprocessing"]["crop"] == 96 and header["calibration"] is not None
+    assert "dataset_licence" in header and header["backbone"]["random"] is True
+    check_light_serving(out)

@@ -310,3 +310,10 @@ def test_divergence_rule():
     assert "diverged" in _unhealthy({"loss": 1001.0}, 1.0, 1000.0)
     assert _unhealthy({"loss": 1e9}, 1.0, 0.0) is None  # rule off
     assert "non-finite bce" in _unhealthy({"loss": 1.0, "bce": float("inf")}, 1.0, 1000.0)
+
+
+def test_export_round_trip(trained, tmp_path):
+    from export_testutil import check_export
+
+    _, workdir, _ = trained
+    check_export(workdir, "disc", tmp_path / "pbas.jax")

@@ -624,3 +624,11 @@ def test_bad_config_values_are_one_line_errors(small_synthetic, tmp_path, key, v
         runner.train_and_evaluate(config, tmp_path / "w", progress=False)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "w").exists()
+
+
+def test_export_round_trip(trained, tmp_path):
+    from export_testutil import check_export
+
+    config, workdir, _ = trained
+    category = str(config.data.categories).split(",")[0]
+    check_export(workdir, category, tmp_path / "proxycore.jax")

@@ -1,0 +1,84 @@
+"""One check for every method: ``jad.export`` round trip equals the in-process scores."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def check_export(workdir: Path, category: str, out: Path, n_images: int = 3) -> dict:
+    """Exports ``category`` of ``workdir`` to ``out``, reloads it with ``jad.serving`` and compares
+    with (a) the same scoring function jitted in process: bit-identical; and (b) the method's own
+    ``predict``: rtol 1e-3. (b) is not bit-exact because in-process feature extraction is compiled
+    with XLA:CPU's YNNPACK conv fusion off (jad's speed flag; an exported artifact is compiled by
+    whoever loads it, with default options), and squared distances in the expansion form
+    |q|^2 + |b|^2 - 2 q.b cancel: with random-weight features |q|^2 is ~1e5, where one float32 step
+    is ~0.008 on a score of ~70, i.e. ~1e-4 relative per rounding difference in the features.
+    Returns the header."""
+    from jad import serving
+    from jad.export import export_category
+    from jad.methods.common import build_method
+    from jad.train_lib import checkpoint, runner
+
+    header = export_category(workdir, category, out)
+    state, meta = checkpoint.restore(workdir / category / "checkpoint")
+    config = ml_collections.ConfigDict(meta["config"])
+    method = build_method(config)
+    root = Path(config.data.root)
+    batch = next(iter(runner.make_loader(config, root, category, "test").epoch(0)))
+    images = batch["image"][:n_images]
+    det = serving.load(out)
+    got = det(images)
+    assert got["image_scores"].shape == (len(images),)
+    crop = header["preprocessing"]["crop"]
+    assert got["anomaly_maps"].shape == (len(images), crop, crop)
+    in_process = jax.jit(method.scoring_function(state))(images)
+    np.testing.assert_array_equal(got["image_scores"], np.asarray(in_process[0]))
+    np.testing.assert_array_equal(got["anomaly_maps"], np.asarray(in_process[1]))
+    pred = method.predict(state, images)
+    np.testing.assert_allclose(got["image_scores"], pred.image_scores, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(got["anomaly_maps"], pred.anomaly_maps, rtol=1e-3, atol=1e-6)
+    one = det(images[:1])  # the batch size is symbolic: any batch works
+    np.testing.assert_allclose(one["image_scores"], got["image_scores"][:1], rtol=1e-6, atol=1e-6)
+    if meta.get("calibration") is not None:
+        assert (
+            got["decisions"].tolist()
+            == (got["image_scores"] > meta["calibration"]["image_threshold"]).tolist()
+        )
+    assert header["jax_version"] == jax.__version__ and header["method"] == method.name
+    return header
+
+
+LIGHT = """
+import sys
+for name in ("flax", "optax", "orbax", "tensorflow_datasets", "tensorflow", "torch", "grain",
+             "ml_collections", "absl", "sklearn", "PIL"):
+    sys.modules[name] = None  # any import of these now raises ImportError
+import numpy as np
+import jad.serving as s
+det = s.load(sys.argv[1])
+size = det.preprocessing["crop"]
+out = det(np.zeros((2, size, size, 3), np.float32))
+assert out["image_scores"].shape == (2,)
+print("ok")
+"""
+
+
+def check_light_serving(path: Path) -> None:
+    """``jad.serving`` runs a detector with jax + numpy only (the training stack is blocked)."""
+    r = subprocess.run(
+        [sys.executable, "-c", LIGHT, str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"},
+    )
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]

@@ -1,0 +1,197 @@
+"""Multi-host runs on localhost: 2 processes x 4 simulated CPU devices (gloo collectives) vs one
+process with 8 devices, through the real CLI (`--coordinator_address --num_processes --process_id`).
+
+- PatchCore: the coreset picks, the bank and every test score are bit-identical (the kernels'
+  shapes never depend on the device layout; each host scores its block of the test images).
+- PBAS, 3 steps: the same parameters to the golden tolerance (2 * lr * steps; the reduction order
+  over 8 devices in 2 processes differs from 8 in one) and the same losses (rtol 1e-5).
+- A process that dies makes the other exit with an error within a bounded time (no hang).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jad.train_lib import checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.determinism]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(devices: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _train_args(config: str, root, workdir, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "jad.train",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        f"--config.data.root={root}",
+        "--config.data.categories=disc",
+        "--config.data.use_tfds=False",
+        "--config.eval.num_heatmaps=0",
+        "--quiet",
+        *extra,
+    ]
+
+
+def _run_two(args: list[str], timeout: int = 600) -> list[subprocess.CompletedProcess]:
+    port = _port()
+    procs = [
+        subprocess.Popen(
+            [
+                *args,
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            cwd=REPO,
+            env=_env(4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=timeout)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
+PATCHCORE = [
+    "--config.data.resize=96",
+    "--config.data.crop=96",
+    "--config.data.batch_size=2",
+    "--config.patchcore.coreset_ratio=0.25",
+]
+PBAS = [
+    "--config.data.resize=64",
+    "--config.data.crop=64",
+    "--config.data.batch_size=2",
+    "--config.train.steps=3",
+    "--config.train.batch_size=8",
+    "--config.train.tensorboard=False",
+]
+
+
+def test_patchcore_two_processes_equal_one_process_bit_for_bit(small_synthetic, tmp_path):
+    one = subprocess.run(
+        _train_args(
+            "configs/patchcore_synthetic.py", small_synthetic, tmp_path / "one", *PATCHCORE
+        ),
+        cwd=REPO,
+        env=_env(8),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run_two(
+        _train_args("configs/patchcore_synthetic.py", small_synthetic, tmp_path / "two", *PATCHCORE)
+    )
+    for r in two:
+        assert r.returncode == 0, r.stderr[-3000:]
+    a, _ = checkpoint.restore(tmp_path / "one" / "disc" / "checkpoint")
+    b, meta = checkpoint.restore(tmp_path / "two" / "disc" / "checkpoint")
+    np.testing.assert_array_equal(a["coreset_indices"], b["coreset_indices"])
+    np.testing.assert_array_equal(a["bank"], b["bank"])
+    ra = json.loads((tmp_path / "one" / "results.json").read_text())
+    rb = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert rb["run"]["devices"] == 8 and ra["run"]["devices"] == 8
+    assert ra["details"]["disc"]["image_scores"] == rb["details"]["disc"]["image_scores"]
+    assert ra["metrics"] == rb["metrics"]
+    assert ra["details"]["disc"]["calibration"] == rb["details"]["disc"]["calibration"]
+
+
+def test_pbas_two_processes_equal_one_process(small_synthetic, tmp_path):
+    one = subprocess.run(
+        _train_args("configs/pbas_synthetic.py", small_synthetic, tmp_path / "one", *PBAS),
+        cwd=REPO,
+        env=_env(8),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run_two(
+        _train_args("configs/pbas_synthetic.py", small_synthetic, tmp_path / "two", *PBAS)
+    )
+    for r in two:
+        assert r.returncode == 0, r.stderr[-3000:]
+    a, ma = checkpoint.restore(tmp_path / "one" / "disc" / "checkpoint")
+    b, mb = checkpoint.restore(tmp_path / "two" / "disc" / "checkpoint")
+    assert ma["fit_info"]["parallel"] == mb["fit_info"]["parallel"] == "jit on 8 device(s)"
+    for part, lr in (("projector", 1e-4), ("discriminator", 2e-4)):
+        for u, v in zip(
+            jax.tree.leaves(a["params"][part]), jax.tree.leaves(b["params"][part]), strict=True
+        ):
+            np.testing.assert_allclose(u, v, atol=2 * lr * 3, rtol=0)
+    la, lb = ma["fit_info"]["final_metrics"], mb["fit_info"]["final_metrics"]
+    for k in ("loss", "svdd", "bce_true", "bce_fake"):
+        np.testing.assert_allclose(la[k], lb[k], rtol=1e-5, err_msg=k)
+
+
+def test_a_dead_process_stops_the_other_within_a_minute(small_synthetic, tmp_path):
+    port = _port()
+    args = _train_args(
+        "configs/pbas_synthetic.py",
+        small_synthetic,
+        tmp_path / "w",
+        *[a for a in PBAS if "train.steps" not in a],
+        "--config.train.steps=100000",
+    )
+    procs = [
+        subprocess.Popen(
+            [
+                *args,
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            cwd=REPO,
+            env=_env(4),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "w" / "disc").glob("train/*")):
+        assert procs[0].poll() is None and procs[1].poll() is None, "a process ended early"
+        time.sleep(0.5)
+    os.kill(procs[1].pid, signal.SIGKILL)
+    t0 = time.time()
+    try:
+        _, stderr = procs[0].communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        procs[0].kill()
+        pytest.fail("the surviving process hung for more than 60 s after its peer died")
+    assert procs[0].returncode != 0
+    assert "another task died" in stderr or "unhealthy" in stderr, stderr[-2000:]
+    assert time.time() - t0 < 60

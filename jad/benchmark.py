@@ -1,4 +1,6 @@
-"""Benchmarks: ``python -m jad.benchmark {backbone,kernels,data,metrics} [flags]``.
+"""Benchmarks: ``python -m jad.benchmark {backbone,kernels,data,metrics,patchcore,proxycore,pbas,
+apc} [flags]``, ``all`` (every one at a size preset -> bench.json + bench.md) and ``readme``
+(rewrites README's generated performance table from a bench.json).
 
 Every benchmark measures jad against a peer (torch, faiss-cpu, numpy, PIL, scikit-learn) in the
 same process and prints the ratio; none of them asserts a time.
@@ -17,6 +19,10 @@ COMMANDS = {
     "proxycore": "jad.benchmarks.proxycore",
     "pbas": "jad.benchmarks.pbas",
     "apc": "jad.benchmarks.apc",
+    "scale": "jad.benchmarks.scale",
+    "patchcore": "jad.benchmarks.patchcore",
+    "all": "jad.benchmarks.suite",
+    "readme": "jad.benchmarks.readme",
 }
 
 

@@ -3,7 +3,7 @@ transcription ``jad.benchmarks.torch_apc``, same CPU, same weights, same batch.
 
     python -m jad.benchmark apc [--arch wide_resnet50_2|resnet50] [--size 224] [--normal 2]
                                 [--anomalous 2] [--repeats 3] [--width 1.0] [--threads N]
-                                [--torch-channels-last] [--verbose]
+                                [--torch-channels-last] [--no-remat] [--verbose]
 
 Random backbone (jad's init) and decoder (jad's ``APC.init``; torch copies them with
 ``load_from_jad``), random ImageNet-normalised images, random masks on the anomalous ones. Both
@@ -55,6 +55,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from jad.benchmarks import report
 
 VARIANTS = ("jad", "jad_remat", "torch")
 LABELS = {
@@ -414,11 +416,36 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the torch peer in channels_last memory format (default NCHW)",
     )
+    p.add_argument(
+        "--no-remat", action="store_true", help="skip the jad remat-on worker (a quicker run)"
+    )
     p.add_argument("--verbose", action="store_true", help="show the workers' stderr")
     p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--state-out", help=argparse.SUPPRESS)
     p.add_argument("--state-in", help=argparse.SUPPRESS)
     return p
+
+
+def _remat_comparison(ready: dict, ma: dict, times: dict) -> None:
+    """Prints what remat saves (memory, time) and the convolution counts of both programs."""
+    saved = ma["jad"]["temp_size"] - ma["jad_remat"]["temp_size"]
+    print(
+        f"   remat saves {_gib(saved)} of temp memory "
+        f"({100 * saved / max(ma['jad']['temp_size'], 1):.0f} %), step time "
+        f"{100 * (min(times['jad_remat']) / min(times['jad']) - 1):+.0f} % (min vs min)"
+    )
+    cv = {v: ready[v]["convolutions"] for v in ("jad", "jad_remat")}
+    print(
+        f"   convolutions in the step program: remat off {cv['jad']['lowered']} lowered -> "
+        f"{cv['jad']['compiled']} compiled; remat on {cv['jad_remat']['lowered']} lowered -> "
+        f"{cv['jad_remat']['compiled']} compiled"
+    )
+    if cv["jad_remat"]["compiled"] <= cv["jad"]["compiled"]:
+        print(
+            "   note: the compiler merged remat's recomputation away (no optimisation barrier "
+            "survives in the compiled program, which has as many convolutions as without remat), "
+            "so on this backend apc.remat does not reduce memory"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(the spec's step has 8 + 8 images; {n} here to keep a CPU run short: a 16-image step "
             "takes minutes per variant on 2 cores; --normal 8 --anomalous 8 runs the spec's batch)"
         )
+    active = tuple(v for v in VARIANTS if not (args.no_remat and v == "jad_remat"))
+    jads = tuple(v for v in active if v != "torch")
     workers: dict[str, _Worker] = {}
     ready: dict[str, dict] = {}
     t_all = time.perf_counter()
@@ -455,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("jad_remat", []),
                 ("torch", [f"--state-in={state_file}"]),
             ):
+                if variant not in active:
+                    continue
                 t0 = time.perf_counter()
                 workers[variant] = _Worker(variant, args, extra)
                 ready[variant] = workers[variant].recv()
@@ -465,24 +496,33 @@ def main(argv: list[str] | None = None) -> int:
                     f"loss {r['loss0']:.6g}); {r['backend']}",
                     flush=True,
                 )
-            runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+            runs: dict[str, list[dict]] = {v: [] for v in active}
             for rnd in range(args.repeats):
-                for variant in VARIANTS:
+                for variant in active:
                     runs[variant].append(workers[variant].ask("step"))
                 print(
                     f"  round {rnd + 1}: "
-                    + ", ".join(f"{v} {runs[v][-1]['t']:.2f} s" for v in VARIANTS),
+                    + ", ".join(f"{v} {runs[v][-1]['t']:.2f} s" for v in active),
                     flush=True,
                 )
         finally:
             for w in workers.values():
                 w.close()
 
-    times = {v: [r["t"] for r in runs[v]] for v in VARIANTS}
+    times = {v: [r["t"] for r in runs[v]] for v in active}
     print(f"\n1. step time ({n} images at {args.size} px, one device / process each)")
-    for v in VARIANTS:
+    for v in active:
         print(f"   {LABELS[v]} {_fmt(times[v])}   ({n / min(times[v]):.2f} images/s)")
-    for v in ("jad", "jad_remat"):
+    for v in jads:
+        report.record(
+            "apc",
+            f"fine-tuning step, {args.arch} {args.size} px, {args.normal}+{args.anomalous} images, "
+            f"decoder width {args.width}, remat {'on' if v == 'jad_remat' else 'off'}",
+            min(times[v]),
+            "torch transcription",
+            min(times["torch"]),
+            notes=f"min of {args.repeats} alternating rounds, one process each",
+        )
         print(
             f"   ratio torch/jad ({LABELS[v].strip()}) = "
             f"{min(times['torch']) / min(times[v]):.2f} (min)  "
@@ -490,17 +530,17 @@ def main(argv: list[str] | None = None) -> int:
             "(goal >= 1.0)"
         )
     l_jad, l_torch = ready["jad"]["loss0"], ready["torch"]["loss0"]
-    l_remat = ready["jad_remat"]["loss0"]
+    l_remat = f"{ready['jad_remat']['loss0']:.6g}" if "jad_remat" in ready else "(not run)"
     agree = abs(l_jad - l_torch) / max(abs(l_jad), 1e-12)
     print(
-        f"   check: first-step loss jad {l_jad:.6g} / jad remat {l_remat:.6g} / torch {l_torch:.6g} "
+        f"   check: first-step loss jad {l_jad:.6g} / jad remat {l_remat} / torch {l_torch:.6g} "
         f"(relative difference jad-torch {agree:.1e}); after warm-up + {args.repeats} steps "
         f"jad {runs['jad'][-1]['loss']:.6g}, torch {runs['torch'][-1]['loss']:.6g}"
     )
 
     print("\n2. jad compiled step, memory_analysis() (one device, state donated)")
-    ma = {v: ready[v]["memory_analysis"] for v in ("jad", "jad_remat")}
-    for v in ("jad", "jad_remat"):
+    ma = {v: ready[v]["memory_analysis"] for v in jads}
+    for v in jads:
         m = ma[v]
         peak = f", XLA peak_memory {_gib(m['peak_memory'])}" if m.get("peak_memory") else ""
         print(
@@ -508,24 +548,8 @@ def main(argv: list[str] | None = None) -> int:
             f"= {_gib(m['temp_size'] + m['argument_size'])}  (output {_gib(m['output_size'])}, "
             f"aliased {_gib(m['alias_size'])}{peak})"
         )
-    saved = ma["jad"]["temp_size"] - ma["jad_remat"]["temp_size"]
-    print(
-        f"   remat saves {_gib(saved)} of temp memory "
-        f"({100 * saved / max(ma['jad']['temp_size'], 1):.0f} %), step time "
-        f"{100 * (min(times['jad_remat']) / min(times['jad']) - 1):+.0f} % (min vs min)"
-    )
-    cv = {v: ready[v]["convolutions"] for v in ("jad", "jad_remat")}
-    print(
-        f"   convolutions in the step program: remat off {cv['jad']['lowered']} lowered -> "
-        f"{cv['jad']['compiled']} compiled; remat on {cv['jad_remat']['lowered']} lowered -> "
-        f"{cv['jad_remat']['compiled']} compiled"
-    )
-    if cv["jad_remat"]["compiled"] <= cv["jad"]["compiled"]:
-        print(
-            "   note: the compiler merged remat's recomputation away (no optimisation barrier "
-            "survives in the compiled program, which has as many convolutions as without remat), "
-            "so on this backend apc.remat does not reduce memory"
-        )
+    if "jad_remat" in ready:
+        _remat_comparison(ready, ma, times)
 
     method = runs["torch"][0]["peak_method"]
     how = (
@@ -538,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         "   transient = max over timed steps of (peak RSS during the step - RSS before it), "
         "freed heap pages returned to the kernel (malloc_trim) before each step"
     )
-    for v in VARIANTS:
+    for v in active:
         delta = max(r["peak_delta"] for r in runs[v])
         steady = max(r["rss_before"] for r in runs[v])
         print(f"   {LABELS[v]} transient {_gib(delta)}   steady RSS between steps {_gib(steady)}")

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jad.benchmarks import report
 from jad.models.convert import torch_to_flax
 from jad.models.features import make_feature_fn
 from jad.models.wide_resnet import wide_resnet50_2
@@ -190,6 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median of per-round ratios jad/torch NCHW = {statistics.median(per_round):.3f}")
     print(f"jad / floor = {jad_ms / floor_ms:.2f}")
     print(f"time ratio jad/torch = {jad_ms / min(times['torch NCHW']):.3f}")
+    notes = (
+        f"min of {args.repeats} rounds, {threads} threads; jad/floor {jad_ms / floor_ms:.2f}; "
+        f"max rel diff {max_err:.0e}"
+    )
+    if fast.compiler_options:
+        notes += f"; jad with XLA defaults {min(times['jad Flax NHWC, XLA defaults']):.1f} ms"
+    for peer in ("torch NCHW", "torch channels_last"):
+        report.record(
+            "backbone",
+            f"WRN50-2 forward to {STAGE}, batch {b} x {s}², fp32",
+            jad_ms / 1e3,
+            peer,
+            min(times[peer]) / 1e3,
+            notes=notes,
+        )
     return 0
 
 

@@ -58,6 +58,7 @@ def _pil_loop(records, resize: int, crop: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from jad import data
+    from jad.benchmarks import report
     from jad.data import synthetic
 
     p = argparse.ArgumentParser(
@@ -157,10 +158,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _ in range(args.repeats):
             for key, fn in variants.items():
                 best[key] = min(best[key], _best(fn, 1))
-        pil_rate = n_ep / best["plain PIL loop (1 thread)    "]
+        pil_key = "plain PIL loop (1 thread)    "
+        pil_rate = n_ep / best[pil_key]
         for key, dt in best.items():
             rate = n_ep / dt
             print(f"  {key}{dt:8.3f} s  ({rate:8.1f} img/s)  = {rate / pil_rate:4.2f}x")
+            if key != pil_key:
+                report.record(
+                    "data",
+                    f"{' '.join(key.split())}, batch {args.batch_size}, {args.epochs} x {n} images "
+                    f"{size[0]}px -> {pre.crop}px",
+                    dt,
+                    "PIL loop (1 thread)",
+                    best[pil_key],
+                    notes=f"{rate:.0f} img/s vs {pil_rate:.0f} img/s; best of {args.repeats}",
+                )
     return 0
 
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jad.benchmarks import report
 from jad.ops import greedy_coreset, knn
 
 # --------------------------------------------------------------------------------------------
@@ -109,12 +110,29 @@ def stream_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 3) -> tuple[float
     return best, which
 
 
-def _row(name: str, t_jad: float, peers: dict[str, float], rss: int, extra: str = "") -> None:
+def _row(
+    name: str,
+    t_jad: float,
+    peers: dict[str, float],
+    rss: int,
+    extra: str = "",
+    *,
+    missing: tuple[str, ...] = (),
+    record_notes: str = "",
+) -> None:
+    """Prints one case and records one report row per peer (``missing``: peers not installed)."""
     parts = [f"{name:<44s} jad {t_jad:8.3f} s"]
     for pname, tp in peers.items():
         parts.append(f"{pname} {tp:8.3f} s (x{tp / t_jad:5.2f})")
     parts.append(f"peak RSS {_gb(rss)}")
     print(" | ".join(parts) + (f" | {extra}" if extra else ""), flush=True)
+    notes = "; ".join(x for x in (extra, record_notes, f"jad peak RSS {_gb(rss)}") if x)
+    for pname, tp in peers.items():
+        report.record("kernels", name, t_jad, pname, tp, notes=notes)
+    for package in missing:
+        report.record_missing("kernels", name, t_jad, package, notes=notes)
+    if not peers and not missing:
+        report.record("kernels", name, t_jad, notes=notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,6 +232,7 @@ def bench_knn(n: int, q_rows: int, d: int, *, peers: bool = True, seed: int = 0)
         t_jad, (jd, ji) = _timed(lambda: knn(jq, jb, 1), repeats=2)
     peer_t: dict[str, float] = {}
     notes = [f"{gflop / t_jad:.0f} GFLOP/s"]
+    missing: tuple[str, ...] = ()
     if peers:
         try:
             import faiss
@@ -226,10 +245,18 @@ def bench_knn(n: int, q_rows: int, d: int, *, peers: bool = True, seed: int = 0)
             del index
         except ImportError:
             notes.append("faiss not installed")
+            missing = ("faiss-cpu",)
         t_n, (nd, ni) = _timed(lambda: numpy_knn1(q, bank), repeats=1)
         peer_t["numpy"] = t_n
         notes.append(f"idx==numpy {np.mean(np.asarray(ji)[:, 0] == ni):.4f}")
-    _row(f"knn k=1 bank {n}x{d} queries {q_rows}", t_jad, peer_t, rss.peak, ", ".join(notes))
+    _row(
+        f"knn k=1 bank {n}x{d} queries {q_rows}",
+        t_jad,
+        peer_t,
+        rss.peak,
+        ", ".join(notes),
+        missing=missing,
+    )
 
 
 def bench_coreset(
@@ -258,6 +285,7 @@ def bench_coreset(
     floor = m * n * 128 * 4 / bw
     peer_t: dict[str, float] = {}
     notes = []
+    missing: tuple[str, ...] = ()
     ps = min(m, peer_steps)  # peers run ps steps; full time = setup + loop * m / ps
     peers: list[tuple[str, Callable]] = []
     try:
@@ -270,6 +298,7 @@ def bench_coreset(
         ]
     except ImportError:
         notes.append("torch not installed")
+        missing = ("torch",)
     peers.append(("numpy", lambda: numpy_coreset(x, ps, w, starts)))
     for name, fn in peers:
         pidx, t_setup, t_steps = fn()
@@ -277,7 +306,15 @@ def bench_coreset(
         notes.append(f"picks=={name.split('[')[0]} for {_same_prefix(idx, pidx)}/{ps}")
     if ps < m:
         notes.append(f"peer times extrapolated from {ps} steps")
-    _row(label, t_jad, peer_t, rss.peak, "; ".join(dict.fromkeys(notes)))
+    _row(
+        label,
+        t_jad,
+        peer_t,
+        rss.peak,
+        "; ".join(dict.fromkeys(notes)),
+        missing=missing,
+        record_notes=f"loop {t_loop / m * 1e6:.0f} us/step, bandwidth floor/jad {floor / t_loop:.2f}",
+    )
     print(
         f"{'':<44s} loop only {t_loop:.3f} s = {t_loop / m * 1e6:.0f} us/step; bandwidth floor "
         f"{floor:.3f} s ({m} steps x {n * 128 * 4 / 2**20:.1f} MiB / {bw / 1e9:.1f} GB/s); "
@@ -321,6 +358,12 @@ def bench_large(max_steps: int | None, max_queries: int | None, bw: float) -> No
         f"floor {m * n * 512 / bw:.1f} s",
         flush=True,
     )
+    report.record(
+        "kernels",
+        f"coreset 10% of {n}x{d} ({m}/{m_full} steps, incl. compile)",
+        t,
+        notes=f"no peer at this size; peak RSS {_gb(rss.peak)}, bank {_gb(bank_bytes)}",
+    )
     q_rows = 100_000 if max_queries is None else min(max_queries, 100_000)
     q = jax.random.normal(jax.random.key(2), (q_rows, d), jnp.float32)
     with PeakRSS() as rss:
@@ -329,6 +372,12 @@ def bench_large(max_steps: int | None, max_queries: int | None, bw: float) -> No
         f"knn k=1 {q_rows} queries vs {n}x{d} (incl. compile): {t:.1f} s "
         f"({2.0 * n * q_rows * d / t / 1e9:.0f} GFLOP/s); peak RSS {_gb(rss.peak)}",
         flush=True,
+    )
+    report.record(
+        "kernels",
+        f"knn k=1 {q_rows} queries vs {n}x{d} (incl. compile)",
+        t,
+        notes=f"no peer at this size; {2.0 * n * q_rows * d / t / 1e9:.0f} GFLOP/s",
     )
 
 

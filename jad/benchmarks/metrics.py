@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from jad import metrics
+from jad.benchmarks import report
 
 MiB = 1 << 20
 
@@ -78,6 +79,10 @@ def _measure(fn: Callable[[], Any]) -> tuple[Any, float, float, bool]:
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out, dt, peak - before, reset
+
+
+def _case(pixels: int) -> str:
+    return f"pixel AUROC (jad: +AP+F1-max, one pass), {pixels / 1e6:.1f} M px"
 
 
 def _accumulate(masks: np.ndarray, maps: np.ndarray, batch: int) -> dict[str, float]:
@@ -140,21 +145,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     assert acc["pixel_auroc"] == rank["auroc"] and abs(acc["aupro"] - pro) < 1e-12, (acc, rank, pro)
 
-    if not args.skip_sklearn:
-        from sklearn.metrics import roc_auc_score
-
-        k = n_px if args.sklearn_pixels <= 0 else min(args.sklearn_pixels, n_px)
-        y, s = masks.reshape(-1)[:k], maps.reshape(-1)[:k]
-        label = "all" if k == n_px else f"first {k / 1e6:.1f} M"
-        sk, sk_t = step(f"sklearn roc_auc_score ({label} pixels)", lambda: roc_auc_score(y, s))
-        if k != n_px:
-            rank, rank_t = step(
-                f"jad ranking_metrics ({label} pixels)", lambda: metrics.ranking_metrics(y, s)
-            )
-        print(
-            f"  |jad - sklearn| AUROC = {abs(rank['auroc'] - sk):.2e};  "
-            f"time sklearn AUROC / jad AUROC+AP+F1 = {sk_t / rank_t:.2f}x"
+    if args.skip_sklearn:
+        report.record(
+            "metrics",
+            _case(n_px),
+            rank_t,
+            notes="peer scikit-learn skipped (--skip_sklearn)",
         )
+        return 0
+    try:
+        from sklearn.metrics import roc_auc_score
+    except ImportError:
+        print("scikit-learn not installed: no peer")
+        report.record_missing("metrics", _case(n_px), rank_t, "scikit-learn")
+        return 0
+    k = n_px if args.sklearn_pixels <= 0 else min(args.sklearn_pixels, n_px)
+    y, s = masks.reshape(-1)[:k], maps.reshape(-1)[:k]
+    label = "all" if k == n_px else f"first {k / 1e6:.1f} M"
+    sk, sk_t = step(f"sklearn roc_auc_score ({label} pixels)", lambda: roc_auc_score(y, s))
+    if k != n_px:
+        rank, rank_t = step(
+            f"jad ranking_metrics ({label} pixels)", lambda: metrics.ranking_metrics(y, s)
+        )
+    print(
+        f"  |jad - sklearn| AUROC = {abs(rank['auroc'] - sk):.2e};  "
+        f"time sklearn AUROC / jad AUROC+AP+F1 = {sk_t / rank_t:.2f}x"
+    )
+    report.record(
+        "metrics",
+        _case(k),
+        rank_t,
+        "sklearn roc_auc_score",
+        sk_t,
+        notes=f"|dAUROC| {abs(rank['auroc'] - sk):.1e}",
+    )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""ProxyCore benchmark: ``python -m jad.benchmark proxycore [--k K] [--steps N] [--compare]``.
+"""ProxyCore benchmark: ``python -m jad.benchmark proxycore [--k K] [--steps N] [--hidden H] [--compare]``.
 
 Measures, in one process on the same CPU and the same features:
 
@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jad.benchmarks import report
 from jad.benchmarks.kernels import PeakRSS, _rss_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,6 +233,14 @@ def bench_step(k: int, steps: int, batch: int = 512, hidden: int = 4096, warmup:
         f"torch {321 * tt / 60:.1f} min",
         flush=True,
     )
+    report.record(
+        "proxycore",
+        f"train step, batch {batch}, K={k}, hidden {hidden}",
+        tj,
+        "torch transcription (adamp)",
+        tt,
+        notes=f"median of {steps} steps; {torch.get_num_threads()} torch threads",
+    )
 
 
 def bench_memory(rows: int, ratio: float = 0.01) -> None:
@@ -366,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jad.benchmark proxycore", description=__doc__)
     parser.add_argument("--k", type=int, default=BOTTLE_K, help="number of proxies")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per framework")
+    parser.add_argument("--hidden", type=int, default=4096, help="MLP hidden width (spec: 4096)")
     parser.add_argument("--memory-rows", type=int, default=100_352, help="patches (0: skip)")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--compare", action="store_true", help="faithful vs fixed vs PatchCore")
@@ -380,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     parity_check()
-    bench_step(args.k, args.steps)
+    bench_step(args.k, args.steps, hidden=args.hidden)
     if args.memory_rows:
         bench_memory(args.memory_rows)
     if not args.skip_synthetic:

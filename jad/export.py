@@ -89,7 +89,7 @@ def export_category(workdir: Path, category: str, out: Path) -> dict:
 
 def main(argv: list[str]) -> int:
     del argv
-    from jad.predict import pick_category
+    from jad.train_lib.runner import pick_category
 
     workdir = Path(_WORKDIR.value)
     from jad.utils.errors import UserError

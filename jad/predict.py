@@ -72,28 +72,6 @@ def mvtec_mask_for(image_path: str) -> str | None:
     return None
 
 
-def pick_category(workdir: Path, requested: str | None) -> str:
-    from jad.train_lib.runner import trained_categories
-    from jad.utils.errors import UserError
-
-    found = trained_categories(workdir)
-    if not found:
-        raise UserError(
-            f"no trained model under {workdir} (run jad.train with --workdir={workdir} first)"
-        )
-    if requested:
-        if requested not in found:
-            raise UserError(
-                f"no model for category '{requested}' in {workdir}; found: {', '.join(found)}"
-            )
-        return requested
-    if len(found) > 1:
-        raise UserError(
-            f"{workdir} holds models for several categories ({', '.join(found)}); pass --category"
-        )
-    return found[0]
-
-
 def main(argv: list[str]) -> int:
     del argv
     import ml_collections
@@ -108,6 +86,8 @@ def main(argv: list[str]) -> int:
     workdir = Path(_WORKDIR.value)
     if not workdir.is_dir():
         raise UserError(f"workdir {workdir} does not exist (train first with python -m jad.train)")
+    from jad.train_lib.runner import pick_category
+
     category = pick_category(workdir, _CATEGORY.value)
     files = find_images(_IMAGES.value)
     state, meta = checkpoint.restore(workdir / category / "checkpoint")

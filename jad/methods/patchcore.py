@@ -259,6 +259,11 @@ def build_bank_stream(
         idx = np.arange(n, dtype=np.int32)
     else:
         m = int(n * float(ratio))
+        # Streamed block width: the two in-flight [P, block] buffers stay about 1/8 of the bank
+        # (4096..16384 columns), so memory is the bank plus 8 bytes per patch, whatever the ratio.
+        bank_bytes = m * int(np.prod(rows.row_shape)) * 4
+        fit = max(bank_bytes // (16 * projection_dim * 4), 1)
+        block = int(np.clip(2 ** int(np.log2(fit)), 4096, 16384))
         with Progress("coreset (streaming)", m, unit="pick", enabled=progress is True) as bar:
             idx = ops.greedy_coreset_stream(
                 rows,
@@ -267,6 +272,7 @@ def build_bank_stream(
                 projection_dim=projection_dim,
                 num_starts=num_starts,
                 tmp_dir=tmp_dir,
+                block=block,
                 progress=progress if callable(progress) else bar.set if progress else None,
             )
     return {"bank": rows.take(idx).astype(np.float32, copy=False), "coreset_indices": idx}

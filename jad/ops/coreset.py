@@ -595,6 +595,7 @@ def greedy_coreset_stream(
             zs[own] = zbuf[:, starts[own] - c0].T
             os.pwrite(fd, memoryview(zbuf).cast("B"), b * p * block * 4)
         store = RowFile(tmp, (nblk, p, block), np.float32)
+        del xbuf, zbuf  # the projection pass's buffers: not resident during the picks
 
         # ---- init pass and picks: every pass reads the store once, block by block ----
         zn, delta = [None] * nblk, [None] * nblk

@@ -749,3 +749,25 @@ def evaluate_workdir(
         write_json(workdir / "eval_results.json", out)
         _write_tables(workdir, summary, stem="eval_metrics")
     return out
+
+
+def pick_category(workdir: Path, requested: str | None) -> str:
+    """The trained category of ``workdir`` to use: ``requested``, or the only one there."""
+    from jad.utils.errors import UserError
+
+    found = trained_categories(workdir)
+    if not found:
+        raise UserError(
+            f"no trained model under {workdir} (run jad.train with --workdir={workdir} first)"
+        )
+    if requested:
+        if requested not in found:
+            raise UserError(
+                f"no model for category '{requested}' in {workdir}; found: {', '.join(found)}"
+            )
+        return requested
+    if len(found) > 1:
+        raise UserError(
+            f"{workdir} holds models for several categories ({', '.join(found)}); pass --category"
+        )
+    return found[0]

@@ -13,9 +13,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 
 
-def check_export(workdir: Path, category: str, out: Path, n_images: int = 3) -> dict:
+def check_export(
+    workdir: Path, category: str, out: Path, n_images: int = 3, exact: bool = True
+) -> dict:
     """Exports ``category`` of ``workdir`` to ``out``, reloads it with ``jad.serving`` and compares
-    with (a) the same scoring function jitted in process: bit-identical; and (b) the method's own
+    with (a) the same scoring function jitted in process: bit-identical where the function scores
+    one image at a time (PatchCore, APC: ``exact``); PBAS's and ProxyCore's heads run one matmul
+    over all patches of the batch, and the artifact (lowered with a symbolic batch) compiles that
+    matmul differently from a concrete-shape jit: measured max relative difference 9e-8 (PBAS),
+    1.8e-6 (ProxyCore), so rtol 1e-5 there (a few float32 roundings of a sum over ~1e3 terms); and (b) the method's own
     ``predict``: rtol 1e-3. (b) is not bit-exact because in-process feature extraction is compiled
     with XLA:CPU's YNNPACK conv fusion off (jad's speed flag; an exported artifact is compiled by
     whoever loads it, with default options), and squared distances in the expansion form
@@ -40,8 +46,14 @@ def check_export(workdir: Path, category: str, out: Path, n_images: int = 3) -> 
     crop = header["preprocessing"]["crop"]
     assert got["anomaly_maps"].shape == (len(images), crop, crop)
     in_process = jax.jit(method.scoring_function(state))(images)
-    np.testing.assert_array_equal(got["image_scores"], np.asarray(in_process[0]))
-    np.testing.assert_array_equal(got["anomaly_maps"], np.asarray(in_process[1]))
+    if exact:
+        np.testing.assert_array_equal(got["image_scores"], np.asarray(in_process[0]))
+        np.testing.assert_array_equal(got["anomaly_maps"], np.asarray(in_process[1]))
+    else:
+        np.testing.assert_allclose(got["image_scores"], np.asarray(in_process[0]), rtol=1e-5)
+        np.testing.assert_allclose(
+            got["anomaly_maps"], np.asarray(in_process[1]), rtol=1e-5, atol=1e-6
+        )
     pred = method.predict(state, images)
     np.testing.assert_allclose(got["image_scores"], pred.image_scores, rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(got["anomaly_maps"], pred.anomaly_maps, rtol=1e-3, atol=1e-6)

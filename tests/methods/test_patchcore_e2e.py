@@ -189,3 +189,40 @@ def test_export_round_trip_and_light_serving(trained, tmp_path):
     assert header["preprocessing"]["crop"] == 96 and header["calibration"] is not None
     assert "dataset_licence" in header and header["backbone"]["random"] is True
     check_light_serving(out)
+
+
+def test_export_cli(trained, tmp_path):
+    """``python -m jad.export`` (the command users run) writes a loadable, world-readable file;
+    a workdir without a model is one line and exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    from jad import serving
+
+    _, workdir, _ = trained
+    out = tmp_path / "cli.jax"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jad.export",
+            f"--workdir={workdir}",
+            "--category=disc",
+            f"--out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert os.stat(out).st_mode & 0o044  # readable by others, as files open() creates
+    assert serving.read(out)[0]["category"] == "disc"
+    r = subprocess.run(
+        [sys.executable, "-m", "jad.export", f"--workdir={tmp_path}", f"--out={tmp_path / 'x'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 2 and "no trained model" in r.stderr
+    assert not (tmp_path / "x").exists()

@@ -631,4 +631,4 @@ def test_export_round_trip(trained, tmp_path):
 
     config, workdir, _ = trained
     category = str(config.data.categories).split(",")[0]
-    check_export(workdir, category, tmp_path / "proxycore.jax")
+    check_export(workdir, category, tmp_path / "proxycore.jax", exact=False)

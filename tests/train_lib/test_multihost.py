@@ -26,7 +26,9 @@ import pytest
 from jad.train_lib import checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow, pytest.mark.determinism]
+# not `determinism`: the subprocesses set their own XLA_FLAGS, so .ci/run's AVX2-capped rerun of
+# the determinism tests would only repeat them.
+pytestmark = [pytest.mark.slow]
 
 
 def _port() -> int:
@@ -193,5 +195,9 @@ def test_a_dead_process_stops_the_other_within_a_minute(small_synthetic, tmp_pat
         procs[0].kill()
         pytest.fail("the surviving process hung for more than 60 s after its peer died")
     assert procs[0].returncode != 0
-    assert "another task died" in stderr or "unhealthy" in stderr, stderr[-2000:]
+    # the survivor says why in one line: its next collective lost the peer, or the coordination
+    # service declared the peer dead (whichever comes first)
+    assert "error: lost contact with another process" in stderr or "another task died" in stderr, (
+        stderr[-2000:]
+    )
     assert time.time() - t0 < 60

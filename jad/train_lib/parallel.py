@@ -120,10 +120,11 @@ class DataParallel:
 
     def put_state(self, state: Any) -> Any:
         """The state at its placement (global arrays over every host's devices in a multi-host
-        run; every process passes the same values)."""
+        run; every process passes the same values). Always new buffers: the step donates them,
+        and the caller's arrays (a trainer's cached backbone in its state) must stay valid."""
         if self.mode != "jit":
             return state
-        return distributed.replicate(state, self.state_sharding)
+        return distributed.replicate(state, self.state_sharding, copy=True)
 
     def abstract_state(self, abstract: Any) -> Any:
         """``jax.eval_shape`` output with the state's shardings attached (a restore target)."""

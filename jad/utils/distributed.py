@@ -164,12 +164,16 @@ def global_rows(x: np.ndarray, mesh: Any) -> Any:
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
-def replicate(tree: Any, sharding: Any) -> Any:
-    """Host values identical on every process -> global arrays with ``sharding`` (any layout)."""
+def replicate(tree: Any, sharding: Any, *, copy: bool = False) -> Any:
+    """Host values identical on every process -> global arrays with ``sharding`` (any layout).
+
+    ``copy``: never alias the input's buffers (a state about to be donated to a step must not
+    share buffers with arrays its owner keeps, e.g. a cached backbone).
+    """
     import jax
 
     if process_count() == 1:
-        return jax.device_put(tree, sharding)
+        return jax.device_put(tree, sharding, may_alias=False if copy else None)
 
     def put(x, sh):
         x = np.asarray(x)

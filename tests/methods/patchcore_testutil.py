@@ -13,6 +13,11 @@ def fast_config(root, **overrides):
     c.data.use_tfds = False
     c.patchcore.coreset_ratio = 0.25
     c.eval.num_heatmaps = 4
+    return with_overrides(c, overrides)
+
+
+def with_overrides(c, overrides: dict):
+    """``c`` with dotted-key overrides applied in place (``{"train.epochs": 3}``); returns ``c``."""
     for k, v in overrides.items():
         node = c
         *parents, leaf = k.split(".")

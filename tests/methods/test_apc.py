@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from patchcore_testutil import with_overrides
 
 from jad.config_base import apc as apc_config
 from jad.config_base import patchcore as patchcore_config
@@ -44,13 +45,7 @@ def small_config(root, **overrides):
     c.train.checkpoint_every = 3
     c.train.num_tb_heatmaps = 2
     c.eval.num_heatmaps = 0
-    for k, v in overrides.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return c
+    return with_overrides(c, overrides)
 
 
 # -- losses vs numpy -----------------------------------------------------------------------------

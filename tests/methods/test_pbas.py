@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from patchcore_testutil import with_overrides
 
 from jad.config_base import pbas as pbas_config
 from jad.train_lib import checkpoint, runner
@@ -33,13 +34,7 @@ def small_config(root, **overrides):
     c.train.batch_size = 2
     c.train.num_tb_heatmaps = 2
     c.eval.num_heatmaps = 0
-    for k, v in overrides.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return c
+    return with_overrides(c, overrides)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
+from patchcore_testutil import with_overrides
 
 from jad.config_base import proxycore as proxycore_config
 from jad.methods import proxycore as PC
@@ -43,13 +44,7 @@ def small_config(root=None, **overrides):
     c.train.eval_every = 2
     c.train.num_tb_heatmaps = 2
     c.eval.num_heatmaps = 0
-    for k, v in overrides.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return c
+    return with_overrides(c, overrides)
 
 
 def tiny_trainer(mesh=None, **overrides) -> PC.ProxyCore:

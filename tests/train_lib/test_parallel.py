@@ -133,3 +133,18 @@ def test_padding_helpers():
     np.testing.assert_array_equal(b["mask"], [1, 1, 1, 0, 0])
     with pytest.raises(AssertionError):
         pad_to({"x": np.arange(6)}, 5)
+
+
+def test_donated_state_never_deletes_the_callers_arrays(setup):
+    """On one device, placing a state must copy: the jit step donates it, and a trainer that
+    keeps arrays of its state elsewhere (APC's cached backbone, reused by the next category's
+    init) would otherwise find them deleted ("Buffer has been deleted or donated")."""
+    trainer, state, batches = setup
+    dp = DataParallel(trainer.train_step, mesh=data_mesh(jax.devices()[:1]), donate=True)
+    state = jax.device_put(state, jax.devices()[0])
+    s, _ = dp(dp.put_state(state), batches[0])
+    jax.block_until_ready(s)
+    for leaf in jax.tree.leaves(state):
+        if isinstance(leaf, jax.Array):
+            assert not leaf.is_deleted()
+            np.asarray(leaf)  # still readable

@@ -141,6 +141,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench.json", help="JSON results (Markdown next to it)")
     p.add_argument("--size", choices=tuple(PRESETS), default="default")
     p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ORDER)}")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="keep --out's rows of the benchmarks not rerun (e.g. rerun one that failed)",
+    )
     return p
 
 
@@ -160,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     meta = report.machine_info()
     meta.update(command="python -m jad.benchmark all " + " ".join(argv), size=args.size, runs=[])
     rows: list[report.Row] = []
+    if args.update and out.is_file():  # earlier runs of the benchmarks not rerun now
+        old_rows, old_meta = report.read_json(out)
+        rows = [r for r in old_rows if r.benchmark not in names]
+        kept = [r for r in old_meta.get("runs", []) if r.get("name") not in names]
+        for r in kept:
+            r["from_earlier_run"] = old_meta.get("date", "")
+        meta["runs"] = kept
+        meta["command"] += f"  (updating {out}; other rows from {old_meta.get('command', '?')})"
     t_all = time.perf_counter()
     for name in names:
         run, new_rows = run_one(name, PRESETS[args.size][name])

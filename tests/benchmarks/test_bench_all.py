@@ -219,3 +219,29 @@ def test_patchcore_stages_tiny():
         found = [re.search(r"max rel diff (?:to torch )?(\S+)", r.notes) for r in rows]
         diffs = [float(m.group(1)) for m in found if m]
         assert len(diffs) == 2 and max(diffs) < 1e-4, diffs
+
+
+def test_update_reruns_one_benchmark_and_keeps_the_others(tmp_path, monkeypatch):
+    """``--update``: the rerun benchmark's rows replace its old ones; the rest are kept."""
+    out = tmp_path / "bench.json"
+    old = [
+        report.Row("kernels", "old kernels row", 1.0, "numpy", 2.0),
+        report.Row("metrics", "old metrics row", 3.0),
+    ]
+    report.write_json(
+        out,
+        old,
+        {
+            "command": "first run",
+            "date": "d0",
+            "runs": [{"name": "kernels", "status": "ok"}, {"name": "metrics", "status": "failed"}],
+        },
+    )
+    monkeypatch.setitem(suite.NEEDS, "metrics", ("jad_no_such_package",))  # rerun = cheap skip
+    assert suite.main(["--size=smoke", "--only=metrics", "--update", f"--out={out}"]) == 0
+    rows, meta = report.read_json(out)
+    cases = {(r.benchmark, r.case) for r in rows}
+    assert ("kernels", "old kernels row") in cases and ("metrics", "old metrics row") not in cases
+    assert ("metrics", "(all cases)") in cases
+    assert [r["name"] for r in meta["runs"]] == ["kernels", "metrics"]
+    assert meta["runs"][0]["from_earlier_run"] == "d0" and "first run" in meta["command"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -398,21 +397,19 @@ class PatchCore:
         the coreset streams over it (:func:`jad.ops.coreset.greedy_coreset_stream`, the same
         picks): the fit then needs memory for the bank, not for the features.
         """
-        from jad.train_lib.feature_cache import cache_key, compute_features
+        from jad.train_lib.feature_cache import cache_location, compute_features
 
         t0 = time.perf_counter()
         n = int(getattr(train, "num_examples", 0))
         if n == 0:
             raise UserError("the training split has no images; nothing to build a memory bank from")
         budget = float(self.config.patchcore.get("feature_cache_gb", 8.0))
-        key_parts = dict(self.feature_key(), dataset=ctx.dataset_id, n=n)
-        tag = cache_key(key_parts)
-        if jax.process_count() > 1:  # every host keeps its own block of the images
-            tag = f"{tag}-p{jax.process_index()}of{jax.process_count()}"
-        folder = None if ctx.workdir is None else Path(ctx.workdir) / "feature_cache"
+        tag, folder = cache_location(
+            dict(self.feature_key(), dataset=ctx.dataset_id, n=n), ctx.workdir
+        )
         feats, cache = compute_features(
             train,
-            lambda images: self.features(images),
+            self.features,
             num_examples=n,
             num_batches=len(train),
             key=tag,

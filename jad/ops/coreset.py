@@ -336,6 +336,58 @@ def _random_projection(key: jax.Array, dim: int, d: int) -> jax.Array:
     return jax.random.uniform(key, (dim, d), jnp.float32, -bound, bound)
 
 
+def _projection_and_starts(
+    n: int,
+    d: int,
+    *,
+    key: jax.Array | None,
+    projection: jax.Array | None,
+    projection_dim: int,
+    num_starts: int,
+    start_indices: np.ndarray | None,
+    approximate: bool = True,
+) -> tuple[jax.Array | None, jax.Array]:
+    """The projection matrix [P, D] float32 (None: no projection) and the start rows [S] int32
+    of the approximate sampler, drawn from ``key`` (split in two: projection, starts). One place
+    for the in-memory and the streaming sampler, which pick alike only if they draw alike.
+    ``approximate=False`` (the exact sampler): no random projection, no start rows."""
+    if projection is not None:
+        projection = jnp.asarray(projection, jnp.float32)
+        if projection.ndim != 2 or projection.shape[1] != d:
+            raise ValueError(
+                f"projection must have shape [P, {d}] (torch Linear.weight layout), "
+                f"got {tuple(projection.shape)}."
+            )
+    need_proj = projection is None and approximate and d != projection_dim
+    need_starts = start_indices is None and approximate
+    if (need_proj or need_starts) and key is None:
+        raise ValueError(
+            "method='approximate' needs key= (a jax.random key) unless both projection= "
+            "(or D == projection_dim) and start_indices= are given."
+        )
+    if key is not None:
+        k_proj, k_start = jax.random.split(key)
+    if need_proj:
+        if not isinstance(projection_dim, (int, np.integer)) or projection_dim < 1:
+            raise ValueError(f"projection_dim must be a positive integer, got {projection_dim!r}.")
+        projection = _random_projection(k_proj, int(projection_dim), d)
+    if not approximate:
+        return projection, jnp.zeros((1,), jnp.int32)  # unused by the exact init
+    if start_indices is None:
+        if not isinstance(num_starts, (int, np.integer)) or num_starts < 1:
+            raise ValueError(f"num_starts must be a positive integer, got {num_starts!r}.")
+        s = min(int(num_starts), n)
+        return projection, jax.random.choice(k_start, n, (s,), replace=False).astype(jnp.int32)
+    st = np.asarray(start_indices)
+    if st.ndim != 1 or st.size == 0 or not np.issubdtype(st.dtype, np.integer):
+        raise ValueError(
+            f"start_indices must be a non-empty 1-D integer array, got {st.dtype} {st.shape}."
+        )
+    if st.min() < 0 or st.max() >= n:
+        raise ValueError(f"start_indices must lie in [0, {n}), got {st.min()}..{st.max()}.")
+    return projection, jnp.asarray(st, jnp.int32)
+
+
 def greedy_coreset(
     features: jax.Array,
     *,
@@ -413,46 +465,17 @@ def greedy_coreset(
         idx = jax.random.choice(key, n, (m,), replace=False).astype(jnp.int32)
         return (idx, jnp.zeros((m,), jnp.float32)) if return_radii else idx
 
-    if projection is not None:
-        projection = jnp.asarray(projection, jnp.float32)
-        if projection.ndim != 2 or projection.shape[1] != d:
-            raise ValueError(
-                f"projection must have shape [P, {d}] (torch Linear.weight layout), "
-                f"got {tuple(projection.shape)}."
-            )
     exact_init = method == "exact"
-    need_proj = projection is None and method == "approximate" and d != projection_dim
-    need_starts = start_indices is None and method == "approximate"
-    if (need_proj or need_starts) and key is None:
-        raise ValueError(
-            "method='approximate' needs key= (a jax.random key) unless both projection= "
-            "(or D == projection_dim) and start_indices= are given."
-        )
-    if key is not None:
-        k_proj, k_start = jax.random.split(key)
-    if need_proj:
-        if not isinstance(projection_dim, (int, np.integer)) or projection_dim < 1:
-            raise ValueError(f"projection_dim must be a positive integer, got {projection_dim!r}.")
-        projection = _random_projection(k_proj, int(projection_dim), d)
-
-    if method == "approximate":
-        if start_indices is None:
-            if not isinstance(num_starts, (int, np.integer)) or num_starts < 1:
-                raise ValueError(f"num_starts must be a positive integer, got {num_starts!r}.")
-            s = min(int(num_starts), n)
-            starts = jax.random.choice(k_start, n, (s,), replace=False).astype(jnp.int32)
-        else:
-            st = np.asarray(start_indices)
-            if st.ndim != 1 or st.size == 0 or not np.issubdtype(st.dtype, np.integer):
-                raise ValueError(
-                    f"start_indices must be a non-empty 1-D integer array, got {st.dtype} "
-                    f"{st.shape}."
-                )
-            if st.min() < 0 or st.max() >= n:
-                raise ValueError(f"start_indices must lie in [0, {n}), got {st.min()}..{st.max()}.")
-            starts = jnp.asarray(st, jnp.int32)
-    else:
-        starts = jnp.zeros((1,), jnp.int32)  # unused by the exact init
+    projection, starts = _projection_and_starts(
+        n,
+        d,
+        key=key,
+        projection=projection,
+        projection_dim=projection_dim,
+        num_starts=num_starts,
+        start_indices=start_indices,
+        approximate=method == "approximate",
+    )
 
     if mesh is None:
         idx, radii = _coreset_single(
@@ -546,27 +569,17 @@ def greedy_coreset_stream(
     if n == 0 or d == 0:
         raise ValueError(f"rows must be a non-empty [N, D] array, got [{n}, {d}].")
     m = coreset_size(n, num=num, ratio=ratio)
-    if (projection is None and d != projection_dim) or start_indices is None:
-        if key is None:
-            raise ValueError(
-                "greedy_coreset_stream needs key= unless projection= (or D == projection_dim) "
-                "and start_indices= are both given."
-            )
-        k_proj, k_start = jax.random.split(key)
-    if projection is None and d != projection_dim:
-        projection = _random_projection(k_proj, int(projection_dim), d)
-    if projection is not None:
-        projection = jnp.asarray(projection, jnp.float32)
-        if projection.ndim != 2 or projection.shape[1] != d:
-            raise ValueError(f"projection must have shape [P, {d}], got {projection.shape}.")
+    projection, starts = _projection_and_starts(
+        n,
+        d,
+        key=key,
+        projection=projection,
+        projection_dim=projection_dim,
+        num_starts=num_starts,
+        start_indices=start_indices,
+    )
     p = d if projection is None else int(projection.shape[0])
-    if start_indices is None:
-        s = min(int(num_starts), n)
-        starts = np.asarray(jax.random.choice(k_start, n, (s,), replace=False), np.int64)
-    else:
-        starts = np.asarray(start_indices, np.int64)
-        if starts.ndim != 1 or starts.size == 0 or starts.min() < 0 or starts.max() >= n:
-            raise ValueError(f"start_indices must be a non-empty 1-D array in [0, {n}).")
+    starts = np.asarray(starts, np.int64)
 
     block = int(min(block, n))
     nblk = -(-n // block)
@@ -575,6 +588,7 @@ def greedy_coreset_stream(
     xbuf = np.zeros((pb, d), np.float32)
     zbuf = np.zeros((p, block), np.float32)
     fd, tmp = tempfile.mkstemp(prefix=".coreset-", suffix=".f32", dir=tmp_dir)
+    store = None
     try:
         # ---- projection pass: column block b of the projected store holds rows b*block.. ----
         zs = np.zeros((len(starts), p), np.float32)
@@ -649,6 +663,8 @@ def greedy_coreset_stream(
             if progress is not None and (i + 1) % every == 0:
                 progress(i + 1)
     finally:
+        if store is not None:
+            store.close()
         os.close(fd)
         os.unlink(tmp)
     if progress is not None:

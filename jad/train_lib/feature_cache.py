@@ -36,6 +36,18 @@ def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def cache_location(key_parts: dict[str, Any], workdir) -> tuple[str, Path | None]:
+    """(key, folder) of the features described by ``key_parts`` for the fit in ``workdir``:
+    the hash of ``key_parts`` (one per process in a multi-host run: each host caches its own
+    block of the images) and ``<workdir>/feature_cache`` (None without a workdir)."""
+    import jax
+
+    key = cache_key(key_parts)
+    if jax.process_count() > 1:
+        key = f"{key}-p{jax.process_index()}of{jax.process_count()}"
+    return key, None if workdir is None else Path(workdir) / "feature_cache"
+
+
 def files_fingerprint(paths: Iterable[str]) -> list[list[Any]]:
     """[path, size, mtime_ns] of every file (a changed image changes the key)."""
     out = []

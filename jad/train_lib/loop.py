@@ -41,7 +41,7 @@ import numpy as np
 from jad.methods.common import FitContext, FitResult, TrainData, Trainer
 from jad.train_lib import heatmaps
 from jad.train_lib.checkpoint import Checkpoints
-from jad.train_lib.feature_cache import compute_features
+from jad.train_lib.feature_cache import cache_location, compute_features
 from jad.train_lib.parallel import DataParallel, data_mesh, pad_to, padded_batch_size
 from jad.train_lib.tblog import MetricWriter
 from jad.utils import distributed
@@ -177,12 +177,7 @@ def _load_arrays(trainer, loader, opts: LoopOptions, ctx: FitContext) -> tuple[d
 
     if embed is not None:
         key_parts = dict(getattr(trainer, "feature_key", lambda: {})(), dataset=ctx.dataset_id, n=n)
-        from jad.train_lib.feature_cache import cache_key
-
-        folder = None if ctx.workdir is None else Path(ctx.workdir) / "feature_cache"
-        key = cache_key(key_parts)
-        if jax.process_count() > 1:  # every host caches its own block of the images
-            key = f"{key}-p{jax.process_index()}of{jax.process_count()}"
+        key, folder = cache_location(key_parts, ctx.workdir)
         feats, info = compute_features(
             batches(),
             embed,

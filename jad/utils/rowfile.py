@@ -27,6 +27,7 @@ class RowFile:
         self.offset = int(offset)
         self.row_shape = self.shape[1:]
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self._fd: int | None = None  # opened on first read, kept for the hot loops that stream
         need = self.offset + self.shape[0] * self.row_bytes
         size = self.path.stat().st_size
         if size < need:
@@ -55,6 +56,20 @@ class RowFile:
             raise ValueError(f"cannot view {self.shape} as rows of {row_shape}")
         return RowFile(self.path, (total // per, *row_shape), self.dtype, self.offset)
 
+    def _fileno(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
+
+    def close(self) -> None:
+        """Closes the file (reopened by the next read)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
     def __len__(self) -> int:
         return self.shape[0]
 
@@ -68,25 +83,22 @@ class RowFile:
             raise ValueError("out must be a C-contiguous buffer of the file's dtype")
         buf = memoryview(view.reshape(-1).view(np.uint8))
         pos, done, want = self.offset + start * self.row_bytes, 0, n * self.row_bytes
-        with open(self.path, "rb", buffering=0) as f:
-            fd = f.fileno()
-            while done < want:
-                got = os.preadv(fd, [buf[done:]], pos + done)
-                if got <= 0:
-                    raise OSError(f"{self.path}: short read at byte {pos + done}")
-                done += got
+        fd = self._fileno()
+        while done < want:
+            got = os.preadv(fd, [buf[done:]], pos + done)
+            if got <= 0:
+                raise OSError(f"{self.path}: short read at byte {pos + done}")
+            done += got
         return view
 
     def take(self, indices: np.ndarray) -> np.ndarray:
         """Rows ``indices`` (any order, repeats allowed) -> [len(indices), *row_shape]."""
         idx = np.asarray(indices, np.int64)
         out = np.empty((len(idx), *self.row_shape), self.dtype)
-        order = np.argsort(idx, kind="stable")
-        with open(self.path, "rb", buffering=0) as f:
-            fd = f.fileno()
-            for j in order:  # sorted reads: sequential on disk
-                b = memoryview(out[j].reshape(-1).view(np.uint8))
-                pos = self.offset + int(idx[j]) * self.row_bytes
-                if os.preadv(fd, [b], pos) != self.row_bytes:
-                    raise OSError(f"{self.path}: short read of row {idx[j]}")
+        fd = self._fileno()
+        for j in np.argsort(idx, kind="stable"):  # sorted reads: sequential on disk
+            b = memoryview(out[j].reshape(-1).view(np.uint8))
+            pos = self.offset + int(idx[j]) * self.row_bytes
+            if os.preadv(fd, [b], pos) != self.row_bytes:
+                raise OSError(f"{self.path}: short read of row {idx[j]}")
         return out

@@ -211,3 +211,16 @@ def build_method(config) -> Method | Trainer:
         )
     module_name, factory = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module_name), factory)(config)
+
+
+PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": None}
+
+
+def parse_precision(value: Any, key: str) -> Any:
+    """``<key>`` = ``highest`` / ``default`` -> the heads' matmul precision (None = XLA's
+    default); anything else is a one-line error naming ``key``."""
+    from jad.utils.errors import UserError
+
+    if str(value) not in PRECISIONS:
+        raise UserError(f"{key}={value!r} is unknown; use one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[str(value)]

@@ -38,13 +38,13 @@ from jad.methods.common import (
     TrainState,
     configured_backbone,
     pad_batch,
+    parse_precision,
 )
 from jad.models.heads import PBASDiscriminator, PBASProjector
 from jad.ops import reduce as R
 from jad.utils.errors import UserError
 
 HIGHEST = lax.Precision.HIGHEST
-PRECISIONS = {"highest": HIGHEST, "default": None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,11 +306,7 @@ class PBAS:
         self.momentum = float(cfg.centre_momentum)
         self.hidden = int(cfg.dsc_hidden)
         self.dim = int(cfg.target_embed_dim)
-        if str(cfg.precision) not in PRECISIONS:
-            raise UserError(
-                f"pbas.precision={cfg.precision!r} is unknown; use one of {', '.join(PRECISIONS)}"
-            )
-        self.precision = PRECISIONS[str(cfg.precision)]
+        self.precision = parse_precision(cfg.precision, "pbas.precision")
         for key in ("k", "lr", "dsc_lr"):
             if not float(cfg[key]) > 0:
                 raise UserError(f"pbas.{key}={cfg[key]!r} must be a positive number")

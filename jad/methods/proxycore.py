@@ -52,6 +52,7 @@ from jad.methods.common import (
     TrainState,
     configured_backbone,
     pad_batch,
+    parse_precision,
 )
 from jad.models.heads import ProxyMLP
 from jad.ops import reduce as R
@@ -59,7 +60,6 @@ from jad.optim.adamp import adamp
 from jad.utils.errors import UserError
 
 HIGHEST = lax.Precision.HIGHEST
-PRECISIONS = {"highest": HIGHEST, "default": None}
 VARIANTS = ("fixed", "faithful")
 LOSSES = ("focal", "ce")
 PROXY_INITS = ("coreset", "uniform")
@@ -139,10 +139,7 @@ class Options:
         for key in ("b1", "b2"):
             if not 0.0 <= float(c[key]) < 1.0:
                 raise UserError(f"proxycore.{key}={c[key]!r} must be in [0, 1)")
-        if str(c.precision) not in PRECISIONS:
-            raise UserError(
-                f"proxycore.precision={c.precision!r} is unknown; use one of {', '.join(PRECISIONS)}"
-            )
+        precision = parse_precision(c.precision, "proxycore.precision")
         loss = choice("loss", LOSSES)
         o = cls(
             variant=variant,
@@ -174,7 +171,7 @@ class Options:
             wd_ratio=float(c.wd_ratio),
             proxy_shard_gb=float(c.proxy_shard_gb),
             sigma=float(c.sigma),
-            precision=PRECISIONS[str(c.precision)],
+            precision=precision,
         )
         dim = int(config.proxycore.target_embed_dim)
         if o.proxy_init == "coreset" and o.out != dim:

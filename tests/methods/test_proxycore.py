@@ -611,6 +611,7 @@ def test_interrupted_run_resumes_bit_identical(trained, monkeypatch):
         ("proxycore.pslabel_ratio", 1.5, r"proxycore.pslabel_ratio=1.5 must be in \(0, 1\]"),
         ("proxycore.bank_ratio", -0.1, r"proxycore.bank_ratio=-0.1 must be in \(0, 1\]"),
         ("proxycore.out", 512, "proxy_init='coreset' needs proxycore.out"),
+        ("proxycore.precision", "fp8", "proxycore.precision='fp8' is unknown"),
     ],
 )
 def test_bad_config_values_are_one_line_errors(small_synthetic, tmp_path, key, value, match):

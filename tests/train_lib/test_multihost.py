@@ -60,9 +60,10 @@ def _train_args(config: str, root, workdir, *extra: str) -> list[str]:
     ]
 
 
-def _run_two(args: list[str], timeout: int = 600) -> list[subprocess.CompletedProcess]:
+def _start_two(args: list[str], stdout=subprocess.PIPE) -> list[subprocess.Popen]:
+    """The same command as processes 0 and 1 of a 2-process run (4 CPU devices each)."""
     port = _port()
-    procs = [
+    return [
         subprocess.Popen(
             [
                 *args,
@@ -72,12 +73,16 @@ def _run_two(args: list[str], timeout: int = 600) -> list[subprocess.CompletedPr
             ],
             cwd=REPO,
             env=_env(4),
-            stdout=subprocess.PIPE,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
         )
         for i in range(2)
     ]
+
+
+def _run_two(args: list[str], timeout: int = 600) -> list[subprocess.CompletedProcess]:
+    procs = _start_two(args)
     out = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=timeout)
@@ -159,7 +164,6 @@ def test_pbas_two_processes_equal_one_process(small_synthetic, tmp_path):
 
 
 def test_a_dead_process_stops_the_other_within_a_minute(small_synthetic, tmp_path):
-    port = _port()
     args = _train_args(
         "configs/pbas_synthetic.py",
         small_synthetic,
@@ -167,22 +171,7 @@ def test_a_dead_process_stops_the_other_within_a_minute(small_synthetic, tmp_pat
         *[a for a in PBAS if "train.steps" not in a],
         "--config.train.steps=100000",
     )
-    procs = [
-        subprocess.Popen(
-            [
-                *args,
-                f"--coordinator_address=127.0.0.1:{port}",
-                "--num_processes=2",
-                f"--process_id={i}",
-            ],
-            cwd=REPO,
-            env=_env(4),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    procs = _start_two(args, stdout=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not list((tmp_path / "w" / "disc").glob("train/*")):
         assert procs[0].poll() is None and procs[1].poll() is None, "a process ended early"

@@ -73,6 +73,12 @@ def compute_features(
     ``batches`` yields dicts with ``image`` in the fixed training order; ``embed`` maps a batch of
     images to features [B, ...].
     """
+    if not budget_gb >= 0:
+        from jad.utils.errors import UserError
+
+        raise UserError(
+            f"feature_cache_gb={budget_gb!r} must be >= 0 (GiB of features kept in memory)"
+        )
     info: dict[str, Any] = {"key": key}
     if folder is not None:
         for stale in Path(folder).glob(".*.npy.tmp-*"):  # left by a run killed while extracting

@@ -64,6 +64,8 @@ IO_ONLY_KEYS = {
         "feature_cache_gb",
         "divergence_factor",
     ),
+    # where the patch features live while fitting (memory or disk): the same bank either way
+    "patchcore": ("feature_cache_gb",),
 }
 
 

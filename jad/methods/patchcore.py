@@ -77,8 +77,11 @@ def select_coreset(
     n = int(features.shape[0])
     if ratio >= 1.0:
         return np.arange(n, dtype=np.int32)
-    if mesh is not None and jax.process_count() > 1 and isinstance(features, np.ndarray):
-        features = distributed.global_rows(features, mesh)  # the same rows on every host
+    if mesh is not None and jax.process_count() > 1:  # the same rows on every host -> global
+        if isinstance(features, jax.Array) and features.is_fully_addressable:
+            features = np.asarray(features)  # a per-process device array (e.g. ProxyCore's)
+        if isinstance(features, np.ndarray):
+            features = distributed.global_rows(features, mesh)
     idx = ops.greedy_coreset(
         features,
         ratio=ratio,

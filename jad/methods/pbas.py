@@ -294,7 +294,6 @@ class PBAS:
 
     name = "pbas"
     official_selection = ("image_auroc", "pixel_auroc")  # best test I-AUROC + P-AUROC per epoch
-    multihost = True  # tested: 2 processes x 4 devices == 1 process x 8 devices
 
     def __init__(self, config, *, backbone: tuple[Any, Any] | None = None):
         from jad.models.features import feature_grid, make_feature_fn

@@ -532,6 +532,9 @@ class ProxyCore:
         self.eval_batch_size = int(config.data.batch_size)
         self.seed = int(config.seed)
         self.mesh = patchcore.default_mesh() if mesh is None else (mesh or None)
+        # the coresets (pseudo-labels, bank) of a fit run over every device of every process,
+        # like PatchCore's; scoring and labelling stay per process (``self.mesh``)
+        self.fit_mesh = patchcore.global_mesh() if mesh is None else (mesh or None)
         # coreset progress bars: on a terminal only (the loop's ``ctx.progress`` does not reach
         # init_from_data / finalize); set False to silence them.
         self.progress = sys.stderr.isatty()
@@ -688,7 +691,7 @@ class ProxyCore:
             ratio=o.pslabel_ratio,
             projection_dim=o.projection_dim,
             num_starts=o.num_starts,
-            mesh=self.mesh,
+            mesh=self.fit_mesh,
             progress=self.progress,
         )["bank"]
         del dev
@@ -790,7 +793,7 @@ class ProxyCore:
             ratio=o.bank_ratio,
             projection_dim=o.projection_dim,
             num_starts=o.num_starts,
-            mesh=self.mesh,
+            mesh=self.fit_mesh,
             progress=self.progress,
         )["bank"]
 

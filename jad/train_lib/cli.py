@@ -112,7 +112,15 @@ def run(main: Callable[[list[str]], int | None], *, needs_config: bool) -> None:
         from jad.utils import distributed
 
         try:
-            distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+            if (
+                distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+                and not distributed.is_primary()
+            ):
+                # one console: tables, summaries and progress from process 0; the others keep
+                # stderr (warnings, errors) and write nothing else
+                # (file descriptor 1 itself: gloo's C++ side prints there too)
+                sys.stdout.flush()
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             code = main(argv)
         except SystemExit:
             raise

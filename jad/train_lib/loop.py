@@ -240,6 +240,14 @@ def _to_host(tree):
     return distributed.to_host(tree)
 
 
+def _local(state):
+    """The state as this process's own values: in a multi-host run, host copies of the global
+    arrays, so that a trainer's per-process work after (or between) steps (``finalize``,
+    ``export``: feature passes, coreset inputs) never mixes global and local arrays in one
+    computation. A single process keeps its device arrays."""
+    return _to_host(state) if jax.process_count() > 1 else state
+
+
 def _unhealthy(metrics: dict[str, float], lowest: float, factor: float) -> str | None:
     """Why training must stop, or None. NaN / Inf in any metric; or (``factor`` > 0) a loss above
     ``factor`` times the lowest epoch-mean loss so far (divergence; defined after the first
@@ -293,11 +301,6 @@ def fit_trainer(
         )
     workdir = Path(ctx.workdir) if ctx.workdir is not None else None
     timings: dict[str, float] = {}
-    if jax.process_count() > 1 and not getattr(trainer, "multihost", False):
-        raise UserError(
-            f"{trainer.name} runs on one host; multi-host training is implemented for PBAS "
-            f"(and PatchCore fits)"
-        )
     if hasattr(trainer, "begin_category"):
         trainer.begin_category(ctx.category)
 
@@ -444,7 +447,7 @@ def fit_trainer(
         ckpts.close()
     if hasattr(trainer, "finalize"):
         t0 = time.perf_counter()
-        state = trainer.finalize(state, data)
+        state = trainer.finalize(_local(state), data)
         timings["finalize_s"] = time.perf_counter() - t0
     exported = _to_host(trainer.export(state))
     steps_run = total - start
@@ -480,7 +483,7 @@ def _evaluation(trainer, state, val, opts, ctx, writer, step, preview, evaluatio
         record["val_loss"] = criterion
         writer.scalars(step, {"val/loss": criterion})
     elif opts.select == "test_official":
-        host_state = _to_host(trainer.export(state))
+        host_state = _to_host(trainer.export(_local(state)))
         metrics = ctx.evaluate_test(host_state)
         keys = trainer.official_selection
         criterion = float(sum(metrics[k] or 0.0 for k in keys))
@@ -488,7 +491,7 @@ def _evaluation(trainer, state, val, opts, ctx, writer, step, preview, evaluatio
         writer.scalars(step, {f"test/{k}": v for k, v in metrics.items()})
     if writer.enabled and preview:
         if host_state is None:
-            host_state = _to_host(trainer.export(state))
+            host_state = _to_host(trainer.export(_local(state)))
         pred = trainer.predict(host_state, np.stack(preview))
         lo, hi = heatmaps.colour_range(pred.anomaly_maps)
         for i, (img, m) in enumerate(zip(preview, pred.anomaly_maps, strict=True)):

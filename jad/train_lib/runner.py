@@ -37,7 +37,9 @@ METRIC_KEYS = KEYS  # the seven metric keys of results.json, defined by jad.metr
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """A progress line on stderr (process 0 only in a multi-host run)."""
+    if is_primary():
+        print(msg, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ process with 8 devices, through the real CLI (`--coordinator_address --num_proce
   shapes never depend on the device layout; each host scores its block of the test images).
 - PBAS, 3 steps: the same parameters to the golden tolerance (2 * lr * steps; the reduction order
   over 8 devices in 2 processes differs from 8 in one) and the same losses (rtol 1e-5).
+- ProxyCore and APC, 3 steps: the same (pseudo-label / bank) coreset picks, parameters within
+  2 * lr * steps, losses and test scores to 1e-5 / 1e-4 relative.
 - A process that dies makes the other exit with an error within a bounded time (no hang).
 """
 
@@ -123,6 +125,9 @@ def test_patchcore_two_processes_equal_one_process_bit_for_bit(small_synthetic, 
     )
     for r in two:
         assert r.returncode == 0, r.stderr[-3000:]
+    # one console: the table from process 0 only
+    assert "results:" in two[0].stdout and "results:" in one.stdout
+    assert two[1].stdout == "", two[1].stdout[-2000:]
     a, _ = checkpoint.restore(tmp_path / "one" / "disc" / "checkpoint")
     b, meta = checkpoint.restore(tmp_path / "two" / "disc" / "checkpoint")
     np.testing.assert_array_equal(a["coreset_indices"], b["coreset_indices"])
@@ -190,3 +195,87 @@ def test_a_dead_process_stops_the_other_within_a_minute(small_synthetic, tmp_pat
         stderr[-2000:]
     )
     assert time.time() - t0 < 60
+
+
+def _one_and_two(config: str, root, tmp_path, extra: list[str]):
+    """(one-process checkpoint, meta, results), (two-process ...) of the same command."""
+    one = subprocess.run(
+        _train_args(config, root, tmp_path / "one", *extra),
+        cwd=REPO,
+        env=_env(8),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    for r in _run_two(_train_args(config, root, tmp_path / "two", *extra)):
+        assert r.returncode == 0, r.stderr[-3000:]
+    out = []
+    for run in ("one", "two"):
+        state, meta = checkpoint.restore(tmp_path / run / "disc" / "checkpoint")
+        results = json.loads((tmp_path / run / "results.json").read_text())
+        assert meta["fit_info"]["parallel"] == "jit on 8 device(s)"
+        out.append((state, meta, results))
+    return out
+
+
+def _close_scores(ra: dict, rb: dict, rtol: float) -> None:
+    sa, sb = ra["details"]["disc"]["image_scores"], rb["details"]["disc"]["image_scores"]
+    assert list(sa) == list(sb)  # the same images, in the same order, none padded in
+    np.testing.assert_allclose(list(sa.values()), list(sb.values()), rtol=rtol)
+
+
+def test_proxycore_two_processes_equal_one_process(small_synthetic, tmp_path):
+    (a, ma, ra), (b, mb, rb) = _one_and_two(
+        "configs/proxycore_synthetic.py",
+        small_synthetic,
+        tmp_path,
+        [
+            *PBAS[:3],
+            "--config.train.steps=3",
+            "--config.train.batch_size=64",
+            "--config.train.tensorboard=False",
+        ],
+    )
+    lr, steps = 1e-5, 3  # proxycore.lr
+    for u, v in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"]), strict=True):
+        np.testing.assert_allclose(u, v, atol=2 * lr * steps, rtol=0)
+    for u, v in zip(
+        jax.tree.leaves(a["batch_stats"]), jax.tree.leaves(b["batch_stats"]), strict=True
+    ):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4)
+    # the bank: the same coreset picks of nearly the same embeddings (a different pick would
+    # move a row by the spread of the embeddings, orders of magnitude more)
+    np.testing.assert_allclose(a["bank"], b["bank"], rtol=1e-4, atol=1e-4)
+    la, lb = ma["fit_info"]["final_metrics"], mb["fit_info"]["final_metrics"]
+    assert set(la) == set(lb)
+    for k in la:
+        np.testing.assert_allclose(la[k], lb[k], rtol=1e-5, err_msg=k)
+    _close_scores(ra, rb, rtol=1e-4)
+
+
+def test_apc_two_processes_equal_one_process(small_synthetic, tmp_path):
+    (a, ma, ra), (b, mb, rb) = _one_and_two(
+        "configs/apc_synthetic.py",
+        small_synthetic,
+        tmp_path,
+        [
+            *PBAS[:3],
+            "--config.train.steps=3",
+            "--config.train.batch_size=4",
+            "--config.apc.anomalous_batch=4",
+            "--config.data.labelled_anomalies=2",
+            "--config.train.tensorboard=False",
+            "--config.train.checkpoint_every=0",
+        ],
+    )
+    np.testing.assert_array_equal(a["coreset_indices"], b["coreset_indices"])
+    lr, steps = 1e-5, 3  # apc.lr_encoder
+    for u, v in zip(jax.tree.leaves(a["encoder"]), jax.tree.leaves(b["encoder"]), strict=True):
+        np.testing.assert_allclose(u, v, atol=2 * lr * steps, rtol=0)
+    np.testing.assert_allclose(a["bank"], b["bank"], rtol=1e-4, atol=1e-4)
+    la, lb = ma["fit_info"]["final_metrics"], mb["fit_info"]["final_metrics"]
+    assert set(la) == set(lb)
+    for k in la:
+        np.testing.assert_allclose(la[k], lb[k], rtol=1e-5, err_msg=k)
+    _close_scores(ra, rb, rtol=1e-4)

@@ -235,6 +235,7 @@ def test_proxycore_two_processes_equal_one_process(small_synthetic, tmp_path):
             "--config.train.steps=3",
             "--config.train.batch_size=64",
             "--config.train.tensorboard=False",
+            "--config.proxycore.proxy_shard_gb=0",  # proxies + moments split over all devices
         ],
     )
     lr, steps = 1e-5, 3  # proxycore.lr

@@ -57,6 +57,7 @@ import time
 from pathlib import Path
 
 from jad.benchmarks import report
+from jad.utils.memory import trim_heap
 
 VARIANTS = ("jad", "jad_remat", "torch")
 LABELS = {
@@ -82,18 +83,6 @@ def _status_bytes(field: str) -> int:
 
 def _rss() -> int:
     return _status_bytes("VmRSS")
-
-
-def _trim_heap() -> None:
-    """glibc ``malloc_trim(0)``: hand freed heap pages back to the kernel, so the RSS before a
-    step counts live memory only (else memory freed by the previous step stays resident and the
-    next step's peak hides in it). No-op where glibc is absent."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class PeakRSS:
@@ -301,7 +290,7 @@ def _serve(send, recv, step):
         cmd = recv()
         if cmd is None or cmd == "quit":
             return
-        _trim_heap()
+        trim_heap()  # the RSS before a step counts live memory only
         with PeakRSS() as peak:
             t0 = time.perf_counter()
             loss = step()

@@ -508,21 +508,33 @@ def _stream_project(x, w):
     return project_transposed(x, w)
 
 
+def _better(m, gi, col, best):
+    """The running (max, global index, column) over blocks visited in order: a later block
+    replaces the best only if strictly larger, so the first block holding the max wins (the
+    lowest global index, as the in-memory kernel's argmax)."""
+    bm, bi, bc = best
+    take = m > bm
+    return jnp.where(take, m, bm), jnp.where(take, gi, bi), jnp.where(take, col, bc)
+
+
 @jax.jit
-def _stream_init(zt, zs, valid):
-    """Squared norms, initial delta and the block's (max, first index, column) of one block."""
+def _stream_init(zt, zs, valid, base, best):
+    """Squared norms, initial delta of one block, and the running best including this block."""
     zn = _col_sq_norms(zt)
     delta = jnp.where(valid, _mean_start_distance(zt, zn, zs), -jnp.inf)
     m, i = _first_argmax(delta, jnp.arange(zt.shape[1], dtype=jnp.int32))
-    return zn, delta, m, i, lax.dynamic_index_in_dim(zt, i, axis=1, keepdims=False)
+    col = lax.dynamic_index_in_dim(zt, i, axis=1, keepdims=False)
+    return zn, delta, _better(m, base + i, col, best)
 
 
-@jax.jit
-def _stream_step(zt, zn, delta, zk):
-    """One pick's update of one block: delta = min(delta, ||z - z_k||), then the block's max."""
+@functools.partial(jax.jit, donate_argnums=(2,))
+def _stream_step(zt, zn, delta, zk, base, best):
+    """One pick's update of one block, in place: delta = min(delta, ||z - z_k||); then the
+    running best including this block."""
     delta = jnp.minimum(delta, _dist_to(zt, zn, zk))
     m, i = _first_argmax(delta, jnp.arange(zt.shape[1], dtype=jnp.int32))
-    return delta, m, i, lax.dynamic_index_in_dim(zt, i, axis=1, keepdims=False)
+    col = lax.dynamic_index_in_dim(zt, i, axis=1, keepdims=False)
+    return delta, _better(m, base + i, col, best)
 
 
 def greedy_coreset_stream(
@@ -555,6 +567,7 @@ def greedy_coreset_stream(
     import os
     import tempfile
 
+    from jad.utils.memory import trim_heap
     from jad.utils.rowfile import RowFile
 
     if isinstance(rows, RowFile):
@@ -585,7 +598,7 @@ def greedy_coreset_stream(
     nblk = -(-n // block)
     pb = _PROJ_BLOCK
     chunk_starts = [0] if n <= pb else [min(j * pb, n - pb) for j in range(-(-n // pb))]
-    xbuf = np.zeros((pb, d), np.float32)
+    xbuf = _aligned_empty((pb, d))
     zbuf = np.zeros((p, block), np.float32)
     fd, tmp = tempfile.mkstemp(prefix=".coreset-", suffix=".f32", dir=tmp_dir)
     store = None
@@ -602,6 +615,8 @@ def greedy_coreset_stream(
                 x = np.asarray(got, np.float32)
                 if len(x) < pb:  # n < _PROJ_BLOCK: zero-padded, as the in-memory kernel
                     x = np.concatenate([x, np.zeros((pb - len(x), d), np.float32)])
+                elif x is xbuf or x.base is xbuf:
+                    x = jax.device_put(xbuf)  # aliased, no copy; read back below before reuse
                 z = np.asarray(_stream_project(x, projection) if projection is not None else x.T)
                 lo, hi = max(s0, c0), min(s0 + pb, c1, n)
                 zbuf[:, lo - c0 : hi - c0] = z[:, lo - s0 : hi - s0]
@@ -609,14 +624,13 @@ def greedy_coreset_stream(
             zs[own] = zbuf[:, starts[own] - c0].T
             os.pwrite(fd, memoryview(zbuf).cast("B"), b * p * block * 4)
         store = RowFile(tmp, (nblk, p, block), np.float32)
-        del xbuf, zbuf  # the projection pass's buffers: not resident during the picks
+        xbuf = zbuf = x = z = None  # the projection pass's buffers: not resident in the picks
+        trim_heap()  # ... nor what XLA's threads freed in their malloc arenas (measured)
 
         # ---- init pass and picks: every pass reads the store once, block by block ----
         zn, delta = [None] * nblk, [None] * nblk
         zs_j = jnp.asarray(zs)
-
-        def blk_valid(b):
-            return jnp.arange(block) < (n - b * block)
+        bases = [jnp.int32(b * block) for b in range(nblk)]
 
         # Two 64-byte-aligned buffers in turn, handed to XLA without a copy (jax.device_put
         # aliases aligned host memory on CPU; jnp.asarray would copy asynchronously into a fresh
@@ -634,34 +648,33 @@ def greedy_coreset_stream(
             store.read(b, b + 1, ring[j].reshape(1, p, block))
             return j, jax.device_put(ring[j])
 
-        def pick(per_block):
-            """Global (max, index, column) from the blocks' (max, first index, column): the first
-            block holding the max wins, i.e. the lowest global index, as the in-memory kernel."""
-            ms = np.asarray(jax.device_get([c[0] for c in per_block]))
-            b = int(np.argmax(ms))
-            return ms[b], b * block + int(per_block[b][1]), per_block[b][2]
-
-        per_block = []
+        # The best (max, global index, column) is carried from block to block on the device, so
+        # a pick costs one host sync (its index and radius), not one per block.
+        none = (jnp.float32(-jnp.inf), jnp.int32(0), jnp.zeros((p,), jnp.float32))
+        best = none
         for b in range(nblk):
             j, zt_b = load(b)
-            zn[b], delta[b], *rest = _stream_init(zt_b, zs_j, blk_valid(b))
-            busy[j] = delta[b]
-            per_block.append(rest)
+            valid = jnp.arange(block) < (n - b * block)
+            zn[b], delta[b], best = _stream_init(zt_b, zs_j, valid, bases[b], best)
+            busy[j] = best[0]
         idx = np.zeros((m,), np.int32)
         radii = np.zeros((m,), np.float32)
         every = max(1, m // 100)
         for i in range(m):
-            radii[i], idx[i], zk = pick(per_block)
+            rad, k, zk = best
+            radii[i], idx[i] = jax.device_get((rad, k))
             if i + 1 == m:
                 break
-            per_block = []
+            best = none
             for b in range(nblk):
                 j, zt_b = load(b)
-                delta[b], *rest = _stream_step(zt_b, zn[b], delta[b], zk)
-                busy[j] = delta[b]
-                per_block.append(rest)
+                delta[b], best = _stream_step(zt_b, zn[b], delta[b], zk, bases[b], best)
+                busy[j] = best[0]  # ready when the step is (delta is donated next pick)
             if progress is not None and (i + 1) % every == 0:
                 progress(i + 1)
+        zn = delta = best = zk = None
+        busy[:] = [None, None]
+        trim_heap()  # the bank is read next: hand back what the picks freed
     finally:
         if store is not None:
             store.close()

@@ -240,7 +240,7 @@ def build_config(
     except flags.Error as e:
         raise UserError(str(e).splitlines()[0]) from None
     except (AttributeError, KeyError) as e:
-        message = cli._unknown_key_message(argv, str(path))
+        message = cli.unknown_key_message(argv, str(path))
         raise UserError(message or f"bad --config override: {e}") from None
     config = holder.value
     if synthetic:

@@ -43,7 +43,7 @@ def _config_file_from_argv(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _unknown_key_message(argv: Sequence[str], config_path: str | None) -> str | None:
+def unknown_key_message(argv: Sequence[str], config_path: str | None) -> str | None:
     """Find the first ``--config.a.b`` override whose key the config file does not define."""
     if not config_path:
         return None
@@ -90,7 +90,7 @@ def make_flags_parser(*, needs_config: bool) -> Callable[[list[str]], list[str]]
         except flags.Error as e:
             fail(str(e))
         except (AttributeError, KeyError) as e:
-            msg = _unknown_key_message(argv, config_path)
+            msg = unknown_key_message(argv, config_path)
             fail(msg or f"bad --config override: {e}")
         except Exception as e:  # noqa: BLE001 - config files are user code
             fail(f"could not load config '{config_path}': {type(e).__name__}: {e}")

@@ -21,7 +21,12 @@ def _example(path: Path) -> str | None:
     return m.group(1)
 
 
-@pytest.mark.parametrize("doc", ["jad/ops/README.md", "README.md"])
+def test_the_package_readme_points_to_the_one_copy():
+    text = (REPO / "jad/ops/README.md").read_text()
+    assert HEADING in text and "```python" not in text  # a pointer, not a second copy
+
+
+@pytest.mark.parametrize("doc", ["README.md"])
 def test_readme_example_runs(doc, capsys):
     code = _example(REPO / doc)
     if code is None:

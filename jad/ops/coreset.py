@@ -278,9 +278,13 @@ def _coreset_sharded(
 
         def select(m, k):
             row = lax.dynamic_index_in_dim(zt, k, axis=1, keepdims=False)
-            ms = lax.all_gather(m, axis_name)  # [S]
-            ks = lax.all_gather(k + offset, axis_name)
-            rows = lax.all_gather(row, axis_name)  # [S, P]
+            # One all-gather per pick, not three (each is a round trip between hosts in a
+            # multi-host run): [max, global index (bit-cast, exact), row] of every shard.
+            gk = lax.bitcast_convert_type(k + offset, jnp.float32)
+            packed = lax.all_gather(jnp.concatenate([jnp.stack([m, gk]), row]), axis_name)
+            ms = packed[:, 0]  # [S]
+            ks = lax.bitcast_convert_type(packed[:, 1], jnp.int32)
+            rows = packed[:, 2:]  # [S, P]
             gm = jnp.max(ms)
             # Lowest global index among shards that hold the maximum (shard order = index order).
             win = jnp.min(jnp.where(ms == gm, jnp.arange(shards, dtype=jnp.int32), shards))

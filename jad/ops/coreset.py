@@ -340,6 +340,23 @@ def _random_projection(key: jax.Array, dim: int, d: int) -> jax.Array:
     return jax.random.uniform(key, (dim, d), jnp.float32, -bound, bound)
 
 
+@functools.partial(jax.jit, static_argnums=(2,))
+def _distinct_rows(key: jax.Array, n: jax.Array, s: int) -> jax.Array:
+    """``s`` distinct row indices in [0, n) [s] int32, a uniformly random subset (Floyd's
+    algorithm: slot i draws t in [0, j], j = n - s + i, and takes j if t is already taken).
+
+    O(s) memory: ``jax.random.choice(..., replace=False)`` permutes all n rows instead (a sort of
+    n keys: measured +82 MiB peak and 39-59 MiB kept resident at n = 1 M, more than a 1 % bank).
+    """
+
+    def body(i, chosen):
+        j = n - s + i
+        t = jax.random.randint(jax.random.fold_in(key, i), (), 0, j + 1, dtype=jnp.int32)
+        return chosen.at[i].set(jnp.where(jnp.any(chosen == t), j, t))
+
+    return lax.fori_loop(0, s, body, jnp.full((s,), -1, jnp.int32))
+
+
 def _projection_and_starts(
     n: int,
     d: int,
@@ -381,7 +398,7 @@ def _projection_and_starts(
         if not isinstance(num_starts, (int, np.integer)) or num_starts < 1:
             raise ValueError(f"num_starts must be a positive integer, got {num_starts!r}.")
         s = min(int(num_starts), n)
-        return projection, jax.random.choice(k_start, n, (s,), replace=False).astype(jnp.int32)
+        return projection, _distinct_rows(k_start, jnp.int32(n), s)
     st = np.asarray(start_indices)
     if st.ndim != 1 or st.size == 0 or not np.issubdtype(st.dtype, np.integer):
         raise ValueError(
@@ -674,8 +691,10 @@ def greedy_coreset_stream(
                 j, zt_b = load(b)
                 delta[b], best = _stream_step(zt_b, zn[b], delta[b], zk, bases[b], best)
                 busy[j] = best[0]  # ready when the step is (delta is donated next pick)
-            if progress is not None and (i + 1) % every == 0:
-                progress(i + 1)
+            if (i + 1) % every == 0:
+                trim_heap()  # dispatch leaves a few bytes per block in the arenas (measured)
+                if progress is not None:
+                    progress(i + 1)
         zn = delta = best = zk = None
         busy[:] = [None, None]
         trim_heap()  # the bank is read next: hand back what the picks freed

@@ -1,6 +1,7 @@
 """jad.ops.greedy_coreset vs a numpy transcription of the official sampler and the golden picks."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -162,3 +163,23 @@ def test_progress_callback_reports_and_changes_nothing():
     _jax.effects_barrier()
     _np.testing.assert_array_equal(plain, with_cb)
     assert seen == list(range(2, 201, 2)), seen[:5]
+
+
+def test_start_rows_are_distinct_in_range_and_cover_small_banks():
+    """The approximate sampler's start rows: s distinct rows of [0, n) drawn in O(s) memory
+    (no permutation of n), every subset reachable, all rows when s == n."""
+    import collections
+
+    from jad.ops.coreset import _distinct_rows
+
+    for n, s in ((1, 1), (5, 5), (11, 10), (100, 99), (1_000_000, 10)):
+        for k in range(50):
+            r = np.asarray(_distinct_rows(jax.random.key(k), jnp.int32(n), s))
+            assert r.dtype == np.int32 and r.shape == (s,)
+            assert len(set(r.tolist())) == s and r.min() >= 0 and r.max() < n
+    counts = collections.Counter(
+        tuple(sorted(np.asarray(_distinct_rows(jax.random.key(k), jnp.int32(5), 2)).tolist()))
+        for k in range(2000)
+    )
+    assert len(counts) == 10  # all C(5, 2) subsets
+    assert min(counts.values()) > 140 and max(counts.values()) < 260  # 200 expected each

@@ -21,7 +21,8 @@ def check_export(
     one image at a time (PatchCore, APC: ``exact``); PBAS's and ProxyCore's heads run one matmul
     over all patches of the batch, and the artifact (lowered with a symbolic batch) compiles that
     matmul differently from a concrete-shape jit: measured max relative difference 9e-8 (PBAS),
-    1.8e-6 (ProxyCore), so rtol 1e-5 there (a few float32 roundings of a sum over ~1e3 terms); and (b) the method's own
+    1.8e-6 .. 1.2e-5 (ProxyCore, depending on the bank), so rtol 1e-5 plus an absolute allowance
+    of a few float32 steps of the largest squared bank norm (see below); and (b) the method's own
     ``predict``: rtol 1e-3. (b) is not bit-exact because in-process feature extraction is compiled
     with XLA:CPU's YNNPACK conv fusion off (jad's speed flag; an exported artifact is compiled by
     whoever loads it, with default options), and squared distances in the expansion form
@@ -45,20 +46,29 @@ def check_export(
     assert got["image_scores"].shape == (len(images),)
     crop = header["preprocessing"]["crop"]
     assert got["anomaly_maps"].shape == (len(images), crop, crop)
+    # Kernel-level rounding: squared distances |q|^2 + |b|^2 - 2 q.b cancel, so one float32
+    # rounding difference anywhere upstream (another conv / matmul blocking for another batch or
+    # a symbolic one) moves a score by about eps * |b|^2, however small the score itself. The
+    # comparisons that are not bit-exact allow a few such steps of the largest bank row's norm.
+    bank = state.get("bank") if isinstance(state, dict) else None
+    step = 0.0 if bank is None else float(np.max(np.sum(np.square(np.asarray(bank)), axis=1)))
+    atol = max(1e-6, 8 * float(np.finfo(np.float32).eps) * step)
     in_process = jax.jit(method.scoring_function(state))(images)
     if exact:
         np.testing.assert_array_equal(got["image_scores"], np.asarray(in_process[0]))
         np.testing.assert_array_equal(got["anomaly_maps"], np.asarray(in_process[1]))
     else:
-        np.testing.assert_allclose(got["image_scores"], np.asarray(in_process[0]), rtol=1e-5)
         np.testing.assert_allclose(
-            got["anomaly_maps"], np.asarray(in_process[1]), rtol=1e-5, atol=1e-6
+            got["image_scores"], np.asarray(in_process[0]), rtol=1e-5, atol=atol
+        )
+        np.testing.assert_allclose(
+            got["anomaly_maps"], np.asarray(in_process[1]), rtol=1e-5, atol=atol
         )
     pred = method.predict(state, images)
     np.testing.assert_allclose(got["image_scores"], pred.image_scores, rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(got["anomaly_maps"], pred.anomaly_maps, rtol=1e-3, atol=1e-6)
     one = det(images[:1])  # the batch size is symbolic: any batch works
-    np.testing.assert_allclose(one["image_scores"], got["image_scores"][:1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(one["image_scores"], got["image_scores"][:1], rtol=1e-6, atol=atol)
     if meta.get("calibration") is not None:
         assert (
             got["decisions"].tolist()

@@ -80,10 +80,11 @@ def select_coreset(
     if mesh is not None and jax.process_count() > 1:  # the same rows on every host -> global
         if isinstance(features, jax.Array) and features.is_fully_addressable:
             features = np.asarray(features)  # a per-process device array (e.g. ProxyCore's)
-        if isinstance(features, np.ndarray):
-            features = distributed.global_rows(features, mesh)
+        if isinstance(features, np.ndarray):  # zero rows pad it to the device count
+            features = distributed.global_rows(features, mesh, pad=True)
     idx = ops.greedy_coreset(
         features,
+        num_rows=n,
         ratio=ratio,
         key=key,
         method=method,

@@ -57,6 +57,7 @@ from jad.methods.common import (
 from jad.models.heads import ProxyMLP
 from jad.ops import reduce as R
 from jad.optim.adamp import adamp
+from jad.utils import distributed
 from jad.utils.errors import UserError
 
 HIGHEST = lax.Precision.HIGHEST
@@ -537,7 +538,7 @@ class ProxyCore:
         self.fit_mesh = patchcore.global_mesh() if mesh is None else (mesh or None)
         # coreset progress bars: on a terminal only (the loop's ``ctx.progress`` does not reach
         # init_from_data / finalize); set False to silence them.
-        self.progress = sys.stderr.isatty()
+        self.progress = sys.stderr.isatty() and distributed.is_primary()
         o = self.opts
         self.tx = optimizer(o.lr, o.weight_decay, o.b1, o.b2, o.eps, o.delta, o.wd_ratio)
         self._backbone = backbone
@@ -712,13 +713,14 @@ class ProxyCore:
         train_labels = labels[np.asarray(data.indices)]
         counts = np.bincount(train_labels, minlength=lay.proxies)
         std = float(np.mean(np.std(np.asarray(feats[data.indices[: min(4096, lay.train)]]), 0)))
-        print(
-            f"[proxycore] {lay.train} training patches, K={lay.proxies} proxies "
-            f"({np.count_nonzero(counts)} used, largest {counts.max()} patches); "
-            f"feature std {std:.3g} per dim vs noise_std {o.noise_std}",
-            file=sys.stderr,
-            flush=True,
-        )
+        if distributed.is_primary():  # one console in a multi-host run
+            print(
+                f"[proxycore] {lay.train} training patches, K={lay.proxies} proxies "
+                f"({np.count_nonzero(counts)} used, largest {counts.max()} patches); "
+                f"feature std {std:.3g} per dim vs noise_std {o.noise_std}",
+                file=sys.stderr,
+                flush=True,
+            )
         return state.replace(params=params, extras={"labels": jnp.asarray(labels)})
 
     def _loss_kw(self) -> dict[str, Any]:

@@ -244,15 +244,17 @@ def _coreset_single(features, projection, starts, *, num, exact_init, progress=N
     return idx, radii
 
 
-@functools.partial(jax.jit, static_argnames=("num", "exact_init", "mesh", "axis_name", "progress"))
+@functools.partial(
+    jax.jit, static_argnames=("num", "exact_init", "mesh", "axis_name", "progress", "num_rows")
+)
 def _coreset_sharded(
-    features, projection, starts, *, num, exact_init, mesh, axis_name, progress=None
+    features, projection, starts, *, num, exact_init, mesh, axis_name, progress=None, num_rows
 ):
-    n = features.shape[0]
+    n = num_rows  # rows beyond it (already padded by the caller) are zeros, like the pad here
     shards = mesh.shape[axis_name]
-    n_pad = -(-n // shards) * shards
-    if n_pad != n:
-        features = jnp.pad(features, ((0, n_pad - n), (0, 0)))
+    n_pad = -(-features.shape[0] // shards) * shards
+    if n_pad != features.shape[0]:
+        features = jnp.pad(features, ((0, n_pad - features.shape[0]), (0, 0)))
     nl = n_pad // shards
     spec = jax.sharding.NamedSharding(mesh, P(axis_name))
     features = lax.with_sharding_constraint(features, spec)
@@ -279,7 +281,10 @@ def _coreset_sharded(
         def select(m, k):
             row = lax.dynamic_index_in_dim(zt, k, axis=1, keepdims=False)
             # One all-gather per pick, not three (each is a round trip between hosts in a
-            # multi-host run): [max, global index (bit-cast, exact), row] of every shard.
+            # multi-host run): [max, global index (bit-cast, exact), row] of every shard. The
+            # index's bits travel as a float32 (denormal for small indices): exact because an
+            # all-gather only moves bytes (no arithmetic, so no flush-to-zero); the sharded tests
+            # check the picks bit for bit.
             gk = lax.bitcast_convert_type(k + offset, jnp.float32)
             packed = lax.all_gather(jnp.concatenate([jnp.stack([m, gk]), row]), axis_name)
             ms = packed[:, 0]  # [S]
@@ -424,6 +429,7 @@ def greedy_coreset(
     mesh: Mesh | None = None,
     axis_name: str = "data",
     progress: Callable[[int], None] | None = None,
+    num_rows: int | None = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Greedy k-center coreset indices in pick order.
 
@@ -454,6 +460,9 @@ def greedy_coreset(
         Indices are identical to the single-device run.
       progress: optional host function called with the number of picks done, about every 1 %
         of the loop (through ``jax.debug.callback``; one executable per distinct function).
+      num_rows: only the first ``num_rows`` rows are data, the rest padding that is never picked
+        (a multi-process global array padded to the device count); default all rows. Picks,
+        sizes and start rows are those of the unpadded ``features[:num_rows]``.
 
     Returns:
       indices [M] int32 into ``features`` in pick order (duplicates possible when rows are
@@ -478,6 +487,12 @@ def greedy_coreset(
             "pass the name of the axis that splits the rows."
         )
     n, d = features.shape
+    if num_rows is not None:
+        if not 0 < int(num_rows) <= n:
+            raise ValueError(f"num_rows={num_rows} must be in [1, {n}] (the rows of features).")
+        if int(num_rows) < n and mesh is None:
+            raise ValueError("num_rows < len(features) (padding) is for sharded runs (mesh=).")
+        n = int(num_rows)
     m = coreset_size(n, num=num, ratio=ratio)
 
     if method == "random":
@@ -512,6 +527,7 @@ def greedy_coreset(
             mesh=mesh,
             axis_name=axis_name,
             progress=progress,
+            num_rows=n,
         )
     return (idx, radii) if return_radii else idx
 
@@ -636,7 +652,7 @@ def greedy_coreset_stream(
                 x = np.asarray(got, np.float32)
                 if len(x) < pb:  # n < _PROJ_BLOCK: zero-padded, as the in-memory kernel
                     x = np.concatenate([x, np.zeros((pb - len(x), d), np.float32)])
-                elif x is xbuf or x.base is xbuf:
+                elif np.shares_memory(x, xbuf):  # (a view of it: .base is the raw buffer)
                     x = jax.device_put(xbuf)  # aliased, no copy; read back below before reuse
                 z = np.asarray(_stream_project(x, projection) if projection is not None else x.T)
                 lo, hi = max(s0, c0), min(s0 + pb, c1, n)

@@ -120,7 +120,9 @@ def run(main: Callable[[list[str]], int | None], *, needs_config: bool) -> None:
                 # stderr (warnings, errors) and write nothing else
                 # (file descriptor 1 itself: gloo's C++ side prints there too)
                 sys.stdout.flush()
-                os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 1)
+                os.close(null)
             code = main(argv)
         except SystemExit:
             raise

@@ -489,9 +489,13 @@ def _evaluation(trainer, state, val, opts, ctx, writer, step, preview, evaluatio
         criterion = float(sum(metrics[k] or 0.0 for k in keys))
         record.update(test_metrics=metrics, criterion=criterion)
         writer.scalars(step, {f"test/{k}": v for k, v in metrics.items()})
+    # Exporting may take collectives (gathering a sharded state; ProxyCore builds its bank with
+    # a coreset over every process's devices), so every process exports when any writes previews:
+    # decided from settings all processes share, not from writer.enabled (process 0 only).
+    previews = opts.tensorboard and opts.num_tb_heatmaps > 0 and ctx.workdir is not None
+    if previews and host_state is None:
+        host_state = _to_host(trainer.export(_local(state)))
     if writer.enabled and preview:
-        if host_state is None:
-            host_state = _to_host(trainer.export(_local(state)))
         pred = trainer.predict(host_state, np.stack(preview))
         lo, hi = heatmaps.colour_range(pred.anomaly_maps)
         for i, (img, m) in enumerate(zip(preview, pred.anomaly_maps, strict=True)):

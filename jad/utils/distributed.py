@@ -150,9 +150,13 @@ def gather_rows(local: np.ndarray, valid: np.ndarray | None = None) -> np.ndarra
     return rows[keep]
 
 
-def global_rows(x: np.ndarray, mesh: Any) -> Any:
+def global_rows(x: np.ndarray, mesh: Any, *, pad: bool = False) -> Any:
     """A host array that is identical on every process -> a global jax.Array split by rows over
-    ``mesh``'s ``data`` axis (each process supplies its addressable rows)."""
+    ``mesh``'s ``data`` axis (each process supplies its addressable rows).
+
+    ``pad``: append zero rows up to a multiple of the device count (a multi-process global array
+    needs equal shards; e.g. 784 patches per image over 3 or 6 devices); the caller knows how
+    many rows are real. Without it the row count must divide the device count there."""
     import jax
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
@@ -161,7 +165,20 @@ def global_rows(x: np.ndarray, mesh: Any) -> Any:
     sharding = NamedSharding(mesh, P("data"))
     if process_count() == 1:
         return jax.device_put(x, sharding)
-    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+    n, size = x.shape[0], int(mesh.devices.size)
+    if not pad or n % size == 0:
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+    padded = -(-n // size) * size
+
+    def block(idx):
+        rows = idx[0]
+        start, stop = rows.start or 0, padded if rows.stop is None else rows.stop
+        out = np.zeros((stop - start, *x.shape[1:]), x.dtype)
+        if start < n:
+            out[: min(stop, n) - start] = x[start : min(stop, n)]
+        return out
+
+    return jax.make_array_from_callback((padded, *x.shape[1:]), sharding, block)
 
 
 def replicate(tree: Any, sharding: Any, *, copy: bool = False) -> Any:

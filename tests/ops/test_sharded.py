@@ -88,6 +88,23 @@ def test_coreset_sharded_with_key_projection_and_tiny_n(mesh):
     np.testing.assert_array_equal(idx, np.asarray(greedy_coreset(t, num=5, key=key)))
 
 
+@pytest.mark.parametrize("method", ["approximate", "exact"])
+def test_coreset_of_a_caller_padded_array_equals_the_unpadded(mesh, method):
+    """``num_rows``: a multi-process run pads its global array to the device count with zero rows
+    (equal shards); the picks, radii and start rows are those of the unpadded rows."""
+    x = np.random.default_rng(6).standard_normal((203, 24)).astype(np.float32)
+    padded = np.concatenate([x, np.zeros((5, 24), np.float32)])  # 208 = 26 x 8
+    kw = dict(num=20, key=jax.random.key(3), projection_dim=8, method=method, return_radii=True)
+    a, ra = greedy_coreset(padded, num_rows=203, mesh=mesh, **kw)
+    b, rb = greedy_coreset(x, **kw)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(ra), np.asarray(rb))
+    with pytest.raises(ValueError, match="num_rows"):
+        greedy_coreset(padded, num_rows=209, mesh=mesh, **kw)
+    with pytest.raises(ValueError, match="sharded runs"):
+        greedy_coreset(padded, num_rows=203, **kw)
+
+
 def test_coreset_sharded_exact_method(mesh):
     x = np.random.default_rng(5).standard_normal((203, 6)).astype(np.float32)
     a = greedy_coreset(x, num=20, method="exact", mesh=mesh)

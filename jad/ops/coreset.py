@@ -545,13 +545,16 @@ def _stream_project(x, w):
     return project_transposed(x, w)
 
 
-def _better(m, gi, col, best):
-    """The running (max, global index, column) over blocks visited in order: a later block
-    replaces the best only if strictly larger, so the first block holding the max wins (the
-    lowest global index, as the in-memory kernel's argmax)."""
+def _better(zt, delta, base, best):
+    """The running (max, global index, column) over blocks visited in order, including this one
+    (columns ``base..`` of ``zt`` / ``delta``): a later block replaces the best only if strictly
+    larger, so the first block holding the max wins (the lowest global index, as the in-memory
+    kernel's argmax)."""
+    m, i = _first_argmax(delta, jnp.arange(zt.shape[1], dtype=jnp.int32))
+    col = lax.dynamic_index_in_dim(zt, i, axis=1, keepdims=False)
     bm, bi, bc = best
     take = m > bm
-    return jnp.where(take, m, bm), jnp.where(take, gi, bi), jnp.where(take, col, bc)
+    return jnp.where(take, m, bm), jnp.where(take, base + i, bi), jnp.where(take, col, bc)
 
 
 @jax.jit
@@ -559,9 +562,7 @@ def _stream_init(zt, zs, valid, base, best):
     """Squared norms, initial delta of one block, and the running best including this block."""
     zn = _col_sq_norms(zt)
     delta = jnp.where(valid, _mean_start_distance(zt, zn, zs), -jnp.inf)
-    m, i = _first_argmax(delta, jnp.arange(zt.shape[1], dtype=jnp.int32))
-    col = lax.dynamic_index_in_dim(zt, i, axis=1, keepdims=False)
-    return zn, delta, _better(m, base + i, col, best)
+    return zn, delta, _better(zt, delta, base, best)
 
 
 @functools.partial(jax.jit, donate_argnums=(2,))
@@ -569,9 +570,7 @@ def _stream_step(zt, zn, delta, zk, base, best):
     """One pick's update of one block, in place: delta = min(delta, ||z - z_k||); then the
     running best including this block."""
     delta = jnp.minimum(delta, _dist_to(zt, zn, zk))
-    m, i = _first_argmax(delta, jnp.arange(zt.shape[1], dtype=jnp.int32))
-    col = lax.dynamic_index_in_dim(zt, i, axis=1, keepdims=False)
-    return delta, _better(m, base + i, col, best)
+    return delta, _better(zt, delta, base, best)
 
 
 def greedy_coreset_stream(

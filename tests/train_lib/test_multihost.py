@@ -92,6 +92,49 @@ def _run_two(args: list[str], timeout: int = 600) -> list[subprocess.CompletedPr
     return out
 
 
+def _one_and_two(config: str, root, tmp_path, extra: list[str]):
+    """(one-process checkpoint, meta, results), (two-process ...) of the same command."""
+    one = subprocess.run(
+        _train_args(config, root, tmp_path / "one", *extra),
+        cwd=REPO,
+        env=_env(8),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    for r in _run_two(_train_args(config, root, tmp_path / "two", *extra)):
+        assert r.returncode == 0, r.stderr[-3000:]
+    out = []
+    for run in ("one", "two"):
+        state, meta = checkpoint.restore(tmp_path / run / "disc" / "checkpoint")
+        results = json.loads((tmp_path / run / "results.json").read_text())
+        assert meta["fit_info"]["parallel"] == "jit on 8 device(s)"
+        out.append((state, meta, results))
+    return out
+
+
+def _leaves_close(a, b, **tol) -> None:
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(u, v, **tol)
+
+
+def _same_losses(ma: dict, mb: dict, keys=None) -> None:
+    """The final step's metrics to rtol 1e-5 (``keys``, default all, and the same set)."""
+    la, lb = ma["fit_info"]["final_metrics"], mb["fit_info"]["final_metrics"]
+    if keys is None:
+        assert set(la) == set(lb)
+        keys = la
+    for k in keys:
+        np.testing.assert_allclose(la[k], lb[k], rtol=1e-5, err_msg=k)
+
+
+def _close_scores(ra: dict, rb: dict, rtol: float) -> None:
+    sa, sb = ra["details"]["disc"]["image_scores"], rb["details"]["disc"]["image_scores"]
+    assert list(sa) == list(sb)  # the same images, in the same order, none padded in
+    np.testing.assert_allclose(list(sa.values()), list(sb.values()), rtol=rtol)
+
+
 PATCHCORE = [  # 88 px: 11 x 11 patches x 6 images = 726 rows, not a multiple of the 8 devices
     "--config.data.resize=88",
     "--config.data.crop=88",
@@ -141,31 +184,12 @@ def test_patchcore_two_processes_equal_one_process_bit_for_bit(small_synthetic, 
 
 
 def test_pbas_two_processes_equal_one_process(small_synthetic, tmp_path):
-    one = subprocess.run(
-        _train_args("configs/pbas_synthetic.py", small_synthetic, tmp_path / "one", *PBAS),
-        cwd=REPO,
-        env=_env(8),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    (a, ma, _), (b, mb, _) = _one_and_two(
+        "configs/pbas_synthetic.py", small_synthetic, tmp_path, PBAS
     )
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = _run_two(
-        _train_args("configs/pbas_synthetic.py", small_synthetic, tmp_path / "two", *PBAS)
-    )
-    for r in two:
-        assert r.returncode == 0, r.stderr[-3000:]
-    a, ma = checkpoint.restore(tmp_path / "one" / "disc" / "checkpoint")
-    b, mb = checkpoint.restore(tmp_path / "two" / "disc" / "checkpoint")
-    assert ma["fit_info"]["parallel"] == mb["fit_info"]["parallel"] == "jit on 8 device(s)"
     for part, lr in (("projector", 1e-4), ("discriminator", 2e-4)):
-        for u, v in zip(
-            jax.tree.leaves(a["params"][part]), jax.tree.leaves(b["params"][part]), strict=True
-        ):
-            np.testing.assert_allclose(u, v, atol=2 * lr * 3, rtol=0)
-    la, lb = ma["fit_info"]["final_metrics"], mb["fit_info"]["final_metrics"]
-    for k in ("loss", "svdd", "bce_true", "bce_fake"):
-        np.testing.assert_allclose(la[k], lb[k], rtol=1e-5, err_msg=k)
+        _leaves_close(a["params"][part], b["params"][part], atol=2 * lr * 3, rtol=0)
+    _same_losses(ma, mb, ("loss", "svdd", "bce_true", "bce_fake"))
 
 
 def test_a_dead_process_stops_the_other_within_a_minute(small_synthetic, tmp_path):
@@ -197,34 +221,6 @@ def test_a_dead_process_stops_the_other_within_a_minute(small_synthetic, tmp_pat
     assert time.time() - t0 < 60
 
 
-def _one_and_two(config: str, root, tmp_path, extra: list[str]):
-    """(one-process checkpoint, meta, results), (two-process ...) of the same command."""
-    one = subprocess.run(
-        _train_args(config, root, tmp_path / "one", *extra),
-        cwd=REPO,
-        env=_env(8),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert one.returncode == 0, one.stderr[-3000:]
-    for r in _run_two(_train_args(config, root, tmp_path / "two", *extra)):
-        assert r.returncode == 0, r.stderr[-3000:]
-    out = []
-    for run in ("one", "two"):
-        state, meta = checkpoint.restore(tmp_path / run / "disc" / "checkpoint")
-        results = json.loads((tmp_path / run / "results.json").read_text())
-        assert meta["fit_info"]["parallel"] == "jit on 8 device(s)"
-        out.append((state, meta, results))
-    return out
-
-
-def _close_scores(ra: dict, rb: dict, rtol: float) -> None:
-    sa, sb = ra["details"]["disc"]["image_scores"], rb["details"]["disc"]["image_scores"]
-    assert list(sa) == list(sb)  # the same images, in the same order, none padded in
-    np.testing.assert_allclose(list(sa.values()), list(sb.values()), rtol=rtol)
-
-
 def test_proxycore_two_processes_equal_one_process(small_synthetic, tmp_path):
     (a, ma, ra), (b, mb, rb) = _one_and_two(
         "configs/proxycore_synthetic.py",
@@ -240,19 +236,12 @@ def test_proxycore_two_processes_equal_one_process(small_synthetic, tmp_path):
         ],
     )
     lr, steps = 1e-5, 3  # proxycore.lr
-    for u, v in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"]), strict=True):
-        np.testing.assert_allclose(u, v, atol=2 * lr * steps, rtol=0)
-    for u, v in zip(
-        jax.tree.leaves(a["batch_stats"]), jax.tree.leaves(b["batch_stats"]), strict=True
-    ):
-        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4)
+    _leaves_close(a["params"], b["params"], atol=2 * lr * steps, rtol=0)
+    _leaves_close(a["batch_stats"], b["batch_stats"], rtol=1e-4, atol=1e-4)
     # the bank: the same coreset picks of nearly the same embeddings (a different pick would
     # move a row by the spread of the embeddings, orders of magnitude more)
     np.testing.assert_allclose(a["bank"], b["bank"], rtol=1e-4, atol=1e-4)
-    la, lb = ma["fit_info"]["final_metrics"], mb["fit_info"]["final_metrics"]
-    assert set(la) == set(lb)
-    for k in la:
-        np.testing.assert_allclose(la[k], lb[k], rtol=1e-5, err_msg=k)
+    _same_losses(ma, mb)
     _close_scores(ra, rb, rtol=1e-4)
 
 
@@ -273,11 +262,7 @@ def test_apc_two_processes_equal_one_process(small_synthetic, tmp_path):
     )
     np.testing.assert_array_equal(a["coreset_indices"], b["coreset_indices"])
     lr, steps = 1e-5, 3  # apc.lr_encoder
-    for u, v in zip(jax.tree.leaves(a["encoder"]), jax.tree.leaves(b["encoder"]), strict=True):
-        np.testing.assert_allclose(u, v, atol=2 * lr * steps, rtol=0)
+    _leaves_close(a["encoder"], b["encoder"], atol=2 * lr * steps, rtol=0)
     np.testing.assert_allclose(a["bank"], b["bank"], rtol=1e-4, atol=1e-4)
-    la, lb = ma["fit_info"]["final_metrics"], mb["fit_info"]["final_metrics"]
-    assert set(la) == set(lb)
-    for k in la:
-        np.testing.assert_allclose(la[k], lb[k], rtol=1e-5, err_msg=k)
+    _same_losses(ma, mb)
     _close_scores(ra, rb, rtol=1e-4)

@@ -11,11 +11,15 @@ of the spec's width. Compare with PatchCore on the identical reduced test set:
         --config.data.resize=96 --config.data.crop=96 --config.backbone.arch=resnet50
 """
 
-from jad.config_base import apc
+from jad.config_base import apc, variant
 
 
 def get_config(arg=None):
-    c = apc("synthetic")
+    """``arg``: none = the demo above; "tiny" = the test size (``config_base.tiny``)."""
+    return variant(apc("synthetic"), arg, demo)
+
+
+def demo(c):
     c.backbone.weights = "random"
     c.backbone.arch = "resnet50"
     c.data.synthetic_mode = "hard"

@@ -8,10 +8,14 @@ Random weights are announced in the log and recorded in results.json; the number
 the pipeline works end to end, they are not comparable with published results.
 """
 
-from jad.config_base import patchcore
+from jad.config_base import patchcore, variant
 
 
 def get_config(arg=None):
-    c = patchcore("synthetic")
+    """``arg``: none = the main job above; "tiny" = the test size (``config_base.tiny``)."""
+    return variant(patchcore("synthetic"), arg, demo)
+
+
+def demo(c):
     c.backbone.weights = "random"
     return c

@@ -10,11 +10,15 @@ loss falls, the discriminator separates normal from synthetic features: p_true /
 distance to the centres shrinks), not a published score. Logs: `tensorboard --logdir runs/pbas_synthetic`.
 """
 
-from jad.config_base import pbas
+from jad.config_base import pbas, variant
 
 
 def get_config(arg=None):
-    c = pbas("synthetic")
+    """``arg``: none = the demo above; "tiny" = the test size (``config_base.tiny``)."""
+    return variant(pbas("synthetic"), arg, demo)
+
+
+def demo(c):
     c.backbone.weights = "random"
     c.data.synthetic_mode = "hard"
     c.data.resize = 128

@@ -13,11 +13,15 @@ features carry little meaning: what the demo shows is that the proxy loss falls 
 backbone and test set: `python -m jad.benchmark proxycore --compare`.
 """
 
-from jad.config_base import proxycore
+from jad.config_base import proxycore, variant
 
 
 def get_config(arg=None):
-    c = proxycore("synthetic")
+    """``arg``: none = the demo above; "tiny" = the test size (``config_base.tiny``)."""
+    return variant(proxycore("synthetic"), arg, demo)
+
+
+def demo(c):
     c.backbone.weights = "random"
     c.data.synthetic_mode = "hard"
     c.data.resize = 128

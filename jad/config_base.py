@@ -232,3 +232,51 @@ def proxycore(dataset: str = "synthetic") -> ml_collections.ConfigDict:
     c.train.eval_every = 24  # official evaluation cadence (also TensorBoard heatmaps: a bank each)
     c.train.checkpoint_every = 0
     return c
+
+
+# The "tiny" variant of each synthetic config (``get_config("tiny")``, big_vision style): the
+# smallest settings that still run every stage of a method, for tests and smoke runs
+# (``--config=configs/<method>_synthetic.py:tiny``). Random weights; the numbers mean nothing.
+def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``c`` (a method's base config) shrunk in place to its tiny test size; returns ``c``."""
+    c.backbone.weights = "random"
+    c.data.use_tfds = False
+    c.data.batch_size = 4
+    c.eval.num_heatmaps = 0
+    if c.method == "patchcore":  # 96 px: a 12 x 12 patch grid
+        c.data.resize = c.data.crop = 96
+        c.patchcore.coreset_ratio = 0.25
+        c.eval.num_heatmaps = 4
+        return c
+    c.data.resize = c.data.crop = 64  # 8 x 8 patches
+    c.train.num_tb_heatmaps = 2
+    if c.method == "pbas":
+        c.train.epochs = 4
+        c.train.batch_size = 2
+    elif c.method == "proxycore":
+        c.proxycore.hidden = 64
+        c.train.epochs = 4
+        c.train.batch_size = 64  # patches
+        c.train.eval_every = 2
+    elif c.method == "apc":
+        c.data.batch_size = 8
+        c.data.labelled_anomalies = 4
+        c.backbone.arch = "resnet50"
+        c.apc.decoder_width = 0.25
+        c.apc.anomalous_batch = 2
+        c.apc.warmup_steps = 2
+        c.train.batch_size = 2
+        c.train.steps = 6
+        c.train.checkpoint_every = 3
+    else:
+        raise ValueError(f"no tiny variant for method {c.method!r}")
+    return c
+
+
+def variant(c: ml_collections.ConfigDict, arg: str | None, demo) -> ml_collections.ConfigDict:
+    """A config file's ``get_config(arg)``: ``None`` / "" = ``demo(c)``, "tiny" = :func:`tiny`."""
+    if arg in (None, ""):
+        return demo(c)
+    if arg == "tiny":
+        return tiny(c)
+    raise ValueError(f"unknown config variant {arg!r} (known: tiny; none = the demo)")

@@ -7,20 +7,36 @@ if _flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# One persistent XLA compilation cache per test session, shared by every process of the session
+# (pytest-xdist workers inherit the environment, and so do the CLI subprocesses: jad.train,
+# jad.predict, the multi-host pairs), so a program compiled once is loaded, not recompiled, by the
+# next process that needs it. A fresh folder each session: never shared across jaxlib versions or
+# machines. The key covers the HLO, the compile options, XLA_FLAGS and the devices, so the
+# AVX2-capped rerun and the 1-vs-8-device tests compile their own programs. Set
+# JAX_COMPILATION_CACHE_DIR yourself to keep one (or to "" to turn it off and compile everything).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="jad-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+if os.environ["JAX_COMPILATION_CACHE_DIR"]:
+    # tiny programs too (the default skips compiles under 1 s; most of the suite's are small)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO.parent / "shared" / "golden"
+from jadtest import GOLDEN, need_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    """`../shared/golden` (official PyTorch outputs); tests using it skip visibly if it is absent."""
-    if not (GOLDEN / "make_inputs.py").exists():
-        pytest.skip(f"golden reference folder not found at {GOLDEN}")
-    return GOLDEN
+    """`../shared/golden` (official PyTorch outputs): absent, its tests skip on a developer's clone
+    and fail under CI=true (jadtest.missing)."""
+    return need_dir(GOLDEN, "the golden reference folder (official PyTorch outputs)")
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from jadtest import need
 
-torch = pytest.importorskip("torch")
+torch = need("torch")
 
 import jax  # noqa: E402
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from jadtest import need
 
-torch = pytest.importorskip("torch")
+torch = need("torch")
 
 from jad.benchmarks import torch_pbas as tp  # noqa: E402
 

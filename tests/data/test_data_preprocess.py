@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 from jad_data_testutil import rgb, save
+from jadtest import need
 from PIL import Image
 
 from jad import data
@@ -150,7 +151,7 @@ def test_bilinear_eq1_matches_the_official_path_on_0_255_masks():
     [(60, 80, 32, 28), (1024, 1024, 256, 224), (37, 91, 13, 11), (30, 20, 50, 40)],
 )
 def test_nearest_matches_torch_legacy_interpolate(h, w, resize, crop):
-    torch = pytest.importorskip("torch")
+    torch = need("torch")
     m = (np.random.default_rng(h * w).random((h, w)) < 0.3).astype(np.uint8)
     nw, nh = resized_size(w, h, resize)
     t = torch.from_numpy(m.astype(np.float32))[None, None]

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from jadtest import need_dir
 
 from jad.utils.errors import UserError
 
@@ -92,13 +93,11 @@ def test_every_method_dataset_table_has_a_script():
 
 
 # APC's one training step costs ~75 s of CPU on its own (the trainer's init and step compile), the
-# other methods' three scripts together 15-30 s.
-METHODS = [
-    pytest.param(m, marks=pytest.mark.slow) if m == "apc" else m
-    for m in sorted({name.split("_")[0] for name in SCRIPTS})
-]
+# other methods' three scripts together 15-30 s: all in the whole suite, none in the fast tier.
+METHODS = sorted({name.split("_")[0] for name in SCRIPTS})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_scripts_run_end_to_end_on_the_synthetic_set(method, small_synthetic, tmp_path, capsys):
     """Every script of ``method`` (MVTec AD first) through its ``main``: its config file, the
@@ -323,10 +322,10 @@ def test_missing_data_or_weights_is_one_error_line(tmp_path):
     assert p.returncode == 2 and "python -m jad.convert" in p.stderr.splitlines()[-1]
 
 
-@pytest.mark.skipif(not SPECS.is_dir(), reason=f"shared/specs not found at {SPECS}")
 def test_transcribed_numbers_are_in_the_specs():
     """Each reference row's values stand together on one line of shared/specs (with the category
     name unless the row is the mean), so a typo in a script fails here."""
+    need_dir(SPECS, "the method specs (shared/specs)")
     lines = [ln for p in sorted(SPECS.glob("*.md")) for ln in p.read_text().splitlines()]
     checked = 0
     for name in SCRIPTS:

@@ -7,9 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from patchcore_testutil import with_overrides
+from jadtest import tiny_config
 
-from jad.config_base import apc as apc_config
 from jad.config_base import patchcore as patchcore_config
 from jad.methods import apc
 from jad.train_lib import checkpoint, runner
@@ -29,23 +28,8 @@ def hard_small(tmp_path_factory):
 
 
 def small_config(root, **overrides):
-    c = apc_config("synthetic")
-    c.data.root = str(root)
-    c.data.resize = c.data.crop = 64
-    c.data.batch_size = 8
-    c.data.use_tfds = False
-    c.data.categories = "disc"
-    c.data.labelled_anomalies = 4
-    c.backbone.arch = "resnet50"
-    c.apc.decoder_width = 0.25
-    c.apc.anomalous_batch = 2
-    c.apc.warmup_steps = 2
-    c.train.batch_size = 2
-    c.train.steps = 6
-    c.train.checkpoint_every = 3
-    c.train.num_tb_heatmaps = 2
-    c.eval.num_heatmaps = 0
-    return with_overrides(c, overrides)
+    """APC's tiny config on category 'disc': ResNet-50, 64 px, 6 steps, 4 labelled anomalies."""
+    return tiny_config("apc", root, **{"data.categories": "disc", **overrides})
 
 
 # -- losses vs numpy -----------------------------------------------------------------------------
@@ -132,6 +116,7 @@ def trained(hard_small, tmp_path_factory):
     return config, workdir, runner.train_and_evaluate(config, workdir, progress=False)
 
 
+@pytest.mark.slow
 def test_frozen_stages_and_frozen_batchnorm_stay_unchanged(hard_small, trained):
     config, workdir, _ = trained
     trainer = apc.APC(config)
@@ -153,6 +138,7 @@ def test_frozen_stages_and_frozen_batchnorm_stay_unchanged(hard_small, trained):
         np.testing.assert_array_equal(a, b)  # encoder BatchNorm statistics never move
 
 
+@pytest.mark.slow
 def test_apc_and_patchcore_are_scored_on_the_same_reduced_test_set(hard_small, trained, tmp_path):
     config, workdir, res = trained
     d = res["details"]["disc"]
@@ -176,6 +162,7 @@ def test_apc_and_patchcore_are_scored_on_the_same_reduced_test_set(hard_small, t
     assert res["metrics"]["disc"] != res_pc["metrics"]["disc"]  # the tuned encoder does differ
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_bit_identical(hard_small, trained, tmp_path, monkeypatch):
     """An in-process crash right after the step-3 checkpoint, then the same call again: the final
     model equals the uninterrupted run's bit for bit (the loop's SIGKILL test covers real kills)."""
@@ -224,6 +211,7 @@ def test_bad_config_values_are_one_line_errors(hard_small, tmp_path, key, value,
     assert not (tmp_path / "w" / "disc" / "checkpoint").exists()
 
 
+@pytest.mark.slow
 def test_export_round_trip(trained, tmp_path):
     from export_testutil import check_export
 

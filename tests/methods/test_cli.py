@@ -66,6 +66,7 @@ def test_missing_dataset_root(tmp_path):
     assert "no_such_mvtec" in line
 
 
+@pytest.mark.slow
 def test_missing_weights(tmp_path, small_synthetic):
     line = one_error_line(
         run(
@@ -93,13 +94,14 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
     common = [
         f"--config.data.root={small_synthetic}",
         "--config.data.categories=disc",
-        "--config.data.resize=96",
-        "--config.data.crop=96",
-        "--config.data.batch_size=4",
-        "--config.patchcore.coreset_ratio=0.25",
+        "--config.data.use_tfds=True",  # the default data path of the README's command
     ]
     p = run(
-        "jad.train", "--config=configs/patchcore_synthetic.py", f"--workdir={w}", "--quiet", *common
+        "jad.train",
+        "--config=configs/patchcore_synthetic.py:tiny",
+        f"--workdir={w}",
+        "--quiet",
+        *common,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "I-AUROC" in p.stdout and "mean" in p.stdout and "heatmaps [disc]" in p.stdout
@@ -141,6 +143,7 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
     assert "no images found" in one_error_line(p)
 
 
+@pytest.mark.slow
 def test_unknown_category_and_bad_mask_mode(tmp_path, small_synthetic):
     base = ["jad.train", "--config=configs/patchcore_synthetic.py", f"--workdir={tmp_path / 'w'}"]
     line = one_error_line(

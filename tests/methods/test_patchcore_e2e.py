@@ -99,6 +99,7 @@ def test_results_json_has_no_nan(trained):
     json.loads(text, parse_constant=lambda c: pytest.fail(f"results.json holds {c}"))
 
 
+@pytest.mark.slow
 def test_saved_bank_scores_identically(trained, tmp_path):
     config, workdir, _ = trained
     state, _ = checkpoint.restore(workdir / "disc" / "checkpoint")
@@ -113,6 +114,7 @@ def test_saved_bank_scores_identically(trained, tmp_path):
 
 
 @pytest.mark.determinism
+@pytest.mark.slow
 def test_one_vs_eight_devices_identical(small_synthetic):
     assert jax.device_count() == 8
     config = fast_config(small_synthetic)
@@ -132,6 +134,7 @@ def test_one_vs_eight_devices_identical(small_synthetic):
     np.testing.assert_array_equal(p1.anomaly_maps, p8.anomaly_maps)
 
 
+@pytest.mark.slow
 def test_reweighting_and_euclidean_options(small_synthetic, trained):
     config, workdir, _ = trained
     state, _ = checkpoint.restore(workdir / "disc" / "checkpoint")
@@ -151,6 +154,7 @@ def test_reweighting_and_euclidean_options(small_synthetic, trained):
     np.testing.assert_allclose(eu.image_scores, np.sqrt(base.image_scores), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_labelled_anomalies_are_never_scored_and_the_split_is_reproducible(
     small_synthetic, tmp_path
 ):
@@ -180,6 +184,7 @@ def test_labelled_anomalies_are_never_scored_and_the_split_is_reproducible(
     assert runner.fit_signature(other) != runner.fit_signature(config)
 
 
+@pytest.mark.slow
 def test_export_round_trip_and_light_serving(trained, tmp_path):
     from export_testutil import check_export, check_light_serving
 
@@ -191,6 +196,7 @@ def test_export_round_trip_and_light_serving(trained, tmp_path):
     check_light_serving(out)
 
 
+@pytest.mark.slow
 def test_export_cli(trained, tmp_path):
     """``python -m jad.export`` (the command users run) writes a loadable, world-readable file;
     a workdir without a model is one line and exit 2."""

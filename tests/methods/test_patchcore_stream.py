@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from patchcore_testutil import fast_config
 
 
+@pytest.mark.slow
 def test_patchcore_fit_from_disk_equals_in_memory(small_synthetic, tmp_path):
     """A budget of 0 GiB puts the features on disk: the bank and scores are the in-memory ones."""
     from jad.methods.common import FitContext

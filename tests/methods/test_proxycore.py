@@ -19,10 +19,9 @@ import math
 import jax
 import numpy as np
 import pytest
+from jadtest import tiny_config
 from jax.sharding import PartitionSpec as P
-from patchcore_testutil import with_overrides
 
-from jad.config_base import proxycore as proxycore_config
 from jad.methods import proxycore as PC
 from jad.methods.common import TrainData
 from jad.train_lib import checkpoint, loop, runner
@@ -31,20 +30,9 @@ from jad.utils.errors import UserError
 
 
 def small_config(root=None, **overrides):
-    """64 px (8 x 8 patches per image), hidden 64, batches of 64 patches, 4 epochs."""
-    c = proxycore_config("synthetic")
-    if root is not None:
-        c.data.root = str(root)
-    c.data.resize = c.data.crop = 64
-    c.data.batch_size = 4
-    c.data.use_tfds = False
-    c.proxycore.hidden = 64
-    c.train.epochs = 4
-    c.train.batch_size = 64
-    c.train.eval_every = 2
-    c.train.num_tb_heatmaps = 2
-    c.eval.num_heatmaps = 0
-    return with_overrides(c, overrides)
+    """ProxyCore's tiny config: 64 px (8 x 8 patches per image), hidden 64, batches of 64
+    patches, 4 epochs."""
+    return tiny_config("proxycore", root, **overrides)
 
 
 def tiny_trainer(mesh=None, **overrides) -> PC.ProxyCore:
@@ -493,6 +481,7 @@ def test_sharded_proxies_step_equals_replicated(k16):
     _assert_close(_run(t, state, batches, dp), ref, len(batches))
 
 
+@pytest.mark.slow
 def test_sharded_proxies_padded_to_the_device_count():
     """K = 13 is padded to 16 rows (zero rows, -inf logits) to shard over 8 devices; the real
     rows, the MLPs and the losses equal an unpadded single-device run, pad rows stay zero."""
@@ -533,6 +522,7 @@ def trained(small_synthetic, tmp_path_factory):
     return config, workdir, runner.train_and_evaluate(config, workdir, progress=False)
 
 
+@pytest.mark.slow
 def test_synthetic_run_learns(trained):
     """About 6 training images x 64 patches (the runner may hold some out for calibration),
     batches of 64 patches, 4 epochs, K = 10 % of the patches. The epoch-mean loss falls. AUROC
@@ -562,6 +552,7 @@ class _Interrupted(Exception):
 
 
 @pytest.mark.determinism
+@pytest.mark.slow
 def test_interrupted_run_resumes_bit_identical(trained, monkeypatch):
     """A run interrupted (an exception inside the loop) right after its second checkpoint (end
     of epoch 2) and started again on the same workdir ends bit-identical to the uninterrupted
@@ -622,6 +613,7 @@ def test_bad_config_values_are_one_line_errors(small_synthetic, tmp_path, key, v
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_export_round_trip(trained, tmp_path):
     from export_testutil import check_export
 

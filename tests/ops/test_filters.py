@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from jadtest import need
 
 from jad.ops import gaussian_blur, gaussian_kernel1d, resize_bilinear, upsample_and_blur
 
@@ -69,7 +70,7 @@ def test_resize_bilinear_matches_torch_formula(hw, out):
 
 
 def test_resize_bilinear_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = need("torch")
     x = np.random.default_rng(2).standard_normal((2, 3, 14, 11)).astype(np.float32)
     for size in [(28, 22), (224, 224), (5, 4), (14, 11)]:
         ref = torch.nn.functional.interpolate(

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jadtest import need
 
 from jad.ops import knn
 
@@ -126,7 +127,7 @@ def test_knn_under_jit_and_errors():
 
 
 def test_knn_vs_faiss():
-    faiss = pytest.importorskip("faiss")
+    faiss = need("faiss")
     rng = np.random.default_rng(9)
     b = rng.standard_normal((3000, 128)).astype(np.float32)
     q = rng.standard_normal((500, 128)).astype(np.float32)

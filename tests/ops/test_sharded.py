@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from jadtest import missing
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.determinism
 def mesh():
     devs = jax.devices()
     if len(devs) < 8:
-        pytest.skip("needs 8 (simulated) devices; see tests/conftest.py")
+        missing("needs 8 (simulated) devices; see tests/conftest.py")
     return Mesh(np.array(devs[:8]), ("data",))
 
 

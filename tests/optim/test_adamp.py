@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jadtest import need
 
 from jad.optim import adamp, scale_by_adamp
 
@@ -88,8 +89,8 @@ def _grad(w: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
     ("nesterov", "use_schedule"), [(False, False), (True, False), (False, True), (True, True)]
 )
 def test_matches_torch_adamp_step_by_step(nesterov, use_schedule):
-    torch = pytest.importorskip("torch")
-    torch_adamp = pytest.importorskip("adamp")
+    torch = need("torch")
+    torch_adamp = need("adamp")
 
     lr, weight_decay, wd_ratio, steps = 0.05, 0.3, 0.1, 10
     schedule = optax.linear_schedule(0.05, 0.005, transition_steps=steps - 1)

@@ -2,7 +2,14 @@
 process with 8 devices, through the real CLI (`--coordinator_address --num_processes --process_id`).
 
 - PatchCore: the coreset picks, the bank and every test score are bit-identical (the kernels'
-  shapes never depend on the device layout; each host scores its block of the test images).
+  shapes never depend on the device layout; each host scores its block of the test images). The
+  one-process run has 4 devices, like each process of the pair: with jad's YNNPACK-off conv flag,
+  XLA:CPU's convolutions round differently in a process that simulates 4 or more CPU devices
+  than in one with fewer, and differently again at 4 and 8 (measured on an AVX2-only EPYC: the
+  WRN50 layer1-3 outputs of the same images differ by up to 6.5e-5 between 1, 4 and 8 simulated
+  devices; 1, 2 and 3 agree; with XLA's default YNNPACK convs all agree). A real host has one CPU
+  device, so this is a property of the simulation, not of multi-host runs; the coreset and kNN
+  are bit-identical over 4 and 8 devices by construction (tests/ops/test_sharded.py).
 - PBAS, 3 steps: the same parameters to the golden tolerance (2 * lr * steps; the reduction order
   over 8 devices in 2 processes differs from 8 in one) and the same losses (rtol 1e-5).
 - ProxyCore and APC, 3 steps: the same (pseudo-label / bank) coreset picks, parameters within
@@ -40,7 +47,12 @@ def _port() -> int:
 
 
 def _env(devices: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XLA_", "JAX_"))
+        or k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))  # the session's cache
+    }
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
     return env
@@ -157,7 +169,7 @@ def test_patchcore_two_processes_equal_one_process_bit_for_bit(small_synthetic, 
             "configs/patchcore_synthetic.py", small_synthetic, tmp_path / "one", *PATCHCORE
         ),
         cwd=REPO,
-        env=_env(8),
+        env=_env(4),  # as each process of the pair (see the module docstring)
         capture_output=True,
         text=True,
         timeout=600,
@@ -177,7 +189,7 @@ def test_patchcore_two_processes_equal_one_process_bit_for_bit(small_synthetic, 
     np.testing.assert_array_equal(a["bank"], b["bank"])
     ra = json.loads((tmp_path / "one" / "results.json").read_text())
     rb = json.loads((tmp_path / "two" / "results.json").read_text())
-    assert rb["run"]["devices"] == 8 and ra["run"]["devices"] == 8
+    assert rb["run"]["devices"] == 8 and ra["run"]["devices"] == 4
     assert ra["details"]["disc"]["image_scores"] == rb["details"]["disc"]["image_scores"]
     assert ra["metrics"] == rb["metrics"]
     assert ra["details"]["disc"]["calibration"] == rb["details"]["disc"]["calibration"]

@@ -64,6 +64,18 @@ def test_pbas_learns_on_the_synthetic_set(trained):
         assert 0.0 <= results["metrics"]["disc"][k] <= 1.0
 
 
+def test_report_shows_the_training_history(trained):
+    """The report (jad.report) draws the losses and evaluations and names the protocol."""
+    from jad.train_lib import report_html
+
+    _, workdir, results = trained
+    page = report_html.build(workdir).read_text()
+    d = results["details"]["disc"]
+    assert "training losses (epoch means)" in page
+    assert f"selected step {d['selected_step']}" in page and d["protocol"] in page
+    assert page.count("<img ") >= 5  # histogram, ROC, PR, PRO, losses (+ gallery panels)
+
+
 def test_tensorboard_and_saved_model(trained):
     config, workdir, results = trained
     events = list((workdir / "disc" / "tb").glob("events.out.tfevents.*"))

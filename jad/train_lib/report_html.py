@@ -201,6 +201,54 @@ def _run_section(results: dict[str, Any], source: str, workdir: Path) -> str:
     return "\n".join(out)
 
 
+def _published_section(results: dict[str, Any]) -> str:
+    """jad beside the published numbers the reproduction scripts know (``published``)."""
+    from jad.train_lib import published
+
+    comp, sentence = published.comparison(results)
+    out = [f'<h3>published numbers</h3><p class="note" id="published-note">{html.escape(sentence)}']
+    if comp is None:
+        return "\n".join(out) + "</p>"
+    if comp["warning"]:
+        out.append(" Random backbone weights: no difference below is comparable.")
+    if comp["no_published_number"]:
+        out.append(f" No published number: {html.escape(comp['no_published_number'])}.")
+    out.append("</p>")
+    for ref in comp["comparisons"]:
+        head = "".join(
+            f"<th>{html.escape(ref['labels'][m])} jad</th><th>published</th><th>&Delta;</th>"
+            for m in ref["metrics"]
+        )
+        rows = []
+        for row, cells in ref["rows"].items():
+            tds = []
+            for m in ref["metrics"]:
+                c = cells[m]
+                jad = "-" if c["jad"] is None else f"{c['jad']:.2f}"
+                pub = c["published"] if c["published"] is not None else "n/p"
+                if c["published"] is None:
+                    delta = "&ndash;"
+                else:
+                    delta = "n/c" if c["delta"] is None else f"{c['delta']:+.2f}"
+                title = html.escape(c["status"])
+                tds.append(f'<td>{jad}</td><td>{pub}</td><td title="{title}">{delta}</td>')
+            rows.append(f'<tr><td class="l">{html.escape(row)}</td>{"".join(tds)}</tr>')
+        label = ref["labels"]
+        notes = [f"{label[m]}: not comparable, {why}." for m, why in ref["not_comparable"].items()]
+        notes += [f"{label[m]}: {why}." for m, why in ref["notes"].items()]
+        out.append(
+            f'<p class="note"><b>vs {html.escape(ref["source"])}</b>. '
+            f"{html.escape(ref['protocol'])} {html.escape(' '.join(notes))}</p>"
+            f'<table class="published"><tr><th class="l">category</th>{head}</tr>'
+            f"{''.join(rows)}</table>"
+        )
+    out.append(
+        '<p class="note">n/p = no published number; n/c = not comparable or not computed '
+        "(hover for the reason); &Delta; = jad - published, in points.</p>"
+    )
+    return "\n".join(out)
+
+
 def _decision(label: int, score: float, thr: float | None) -> tuple[str, str]:
     """(text, css class) of an image's decision at the threshold (``defective`` iff > thr)."""
     if thr is None:
@@ -476,10 +524,9 @@ def build(workdir: Path) -> Path:
         "<h2>metrics</h2>",
         '<p class="note">Threshold-free metrics in %, per category and their unweighted mean '
         "(jad.metrics: exact; AU-PRO to FPR "
-        f"{results.get('config', {}).get('eval', {}).get('aupro_limit', 0.3)}). Published "
-        "numbers are not shown here: the reproduction scripts in experiments/ put them beside "
-        "jad's (results.md).</p>",
+        f"{results.get('config', {}).get('eval', {}).get('aupro_limit', 0.3)}).</p>",
         metrics_table(results["metrics"], KEYS, "metrics"),
+        _published_section(results),
     ]
     if "calibrated" in results:
         parts += [

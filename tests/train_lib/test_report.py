@@ -19,12 +19,11 @@ from jad.train_lib import report_data, report_html, runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "methods"))
 from patchcore_testutil import fast_config  # noqa: E402
+from report_testutil import check_report, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
 ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-CELL = re.compile(r'<td data-key="([a-z_0-9]+)" data-value="([^"]+)">')
-ROW = re.compile(r'<tr data-row="([^"]+)"[^>]*>(.*?)</tr>', re.S)
 
 
 @pytest.fixture(scope="module")
@@ -36,28 +35,11 @@ def patchcore_run(small_synthetic, tmp_path_factory):
     return workdir, results, runner.write_report(workdir)
 
 
-def _table(page: str, table_id: str) -> dict[str, dict[str, float]]:
-    m = re.search(rf'<table id="{table_id}">(.*?)</table>', page, re.S)
-    assert m, f"no table {table_id}"
-    return {
-        row: {k: float(v) for k, v in CELL.findall(cells)} for row, cells in ROW.findall(m.group(1))
-    }
-
-
 def test_report_numbers_are_results_json(patchcore_run):
     workdir, _, path = patchcore_run
-    page = path.read_text()
     saved = json.loads((workdir / "results.json").read_text())
-    shown = _table(page, "metrics")
-    assert set(shown) == {"disc", "mean"}
-    for row, values in shown.items():
-        expected = {k: v for k, v in saved["metrics"][row].items() if v is not None}
-        assert values == expected  # exact: the cells carry repr(float)
-    cal_shown = _table(page, "calibrated")
-    assert cal_shown == {
-        r: {k: v for k, v in vals.items() if v is not None}
-        for r, vals in saved["calibrated"]["metrics"].items()
-    }
+    page = check_report(workdir, saved)
+    assert set(table(page, "metrics")) == {"disc", "mean"}
     # the confusion matrix at the threshold agrees with the recorded precision / recall / FAR
     cm = {k: int(v) for k, v in re.findall(r'<td data-cm="(\w+)">(\d+)</td>', page)}
     rec = saved["details"]["disc"]["calibrated"]["image"]
@@ -270,3 +252,31 @@ def test_training_section_draws_learning_rates_and_evaluations():
         "c", {**d, "history": [{"epoch": 1, "step": 10, "loss": 1.0}]}, {}
     )
     assert plain.count("<img ") == 2 and "learning rates" not in plain
+
+
+def test_published_numbers_come_from_the_reproduction_scripts(patchcore_run, tmp_path):
+    """The same run relabelled as MVTec AD 'bottle': the report puts experiments/patchcore_mvtec.py's
+    references beside it, Δ only where comparable (random weights: none; real weights: per
+    category, not for a mean over a subset)."""
+    workdir, _, path = patchcore_run
+    assert "experiments/ has no script for patchcore on synthetic" in path.read_text()
+    saved = json.loads((workdir / "results.json").read_text())
+    saved["dataset"] = "mvtec"
+    saved["metrics"] = {"bottle": saved["metrics"]["disc"], "mean": saved["metrics"]["mean"]}
+    saved["details"] = {"bottle": saved["details"]["disc"]}
+    saved.pop("calibrated")
+    w = tmp_path / "mv"
+    w.mkdir()
+    (w / "results.json").write_text(json.dumps(saved))
+    page = report_html.build(w).read_text()
+    assert "Published numbers from experiments/patchcore_mvtec.py" in page
+    assert "vs the PatchCore paper" in page and "<td>99.0</td>" in page  # the paper's I-AUROC mean
+    assert "Random backbone weights: no difference below is comparable." in page
+    assert not re.search(r">[+-]\d+\.\d\d</td>", page)  # no Δ at all
+    saved["backbone"]["random"] = False
+    (w / "results.json").write_text(json.dumps(saved))
+    page = report_html.build(w).read_text()
+    jad = 100 * saved["metrics"]["bottle"]["image_auroc"]
+    # the ProxyCore repository's PatchCore log has per-category numbers (bottle I-AUROC 100.00)
+    assert f'<td>{jad:.2f}</td><td>100.00</td><td title="ok">{jad - 100:+.2f}</td>' in page
+    assert "mean over a subset" in page  # the mean's Δ is withheld, with the reason

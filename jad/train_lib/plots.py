@@ -15,13 +15,13 @@ WIDTH, HEIGHT, DPI = 3.1, 2.5, 100  # inches: 310 x 250 px per plot (four fit in
 GOOD, DEFECTIVE = "#2a7ab0", "#d1495b"
 
 
-def _figure(title: str):
+def _figure(title: str, width: float = WIDTH):
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure  # no pyplot: no global figure state
 
-    fig = Figure(figsize=(WIDTH, HEIGHT), dpi=DPI)
+    fig = Figure(figsize=(width, HEIGHT), dpi=DPI)
     ax = fig.add_subplot(1, 1, 1)
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
@@ -96,8 +96,9 @@ def series(
     log_y: bool = False,
 ) -> bytes:
     """Values over training steps (losses, learning rates, evaluations); ``marker_x`` draws the
-    selected step."""
-    fig, ax = _figure(title)
+    selected step. More than three lines: the legend goes to the right of a wider plot."""
+    outside = len(lines) > 3
+    fig, ax = _figure(title, WIDTH + 1.3 if outside else WIDTH)
     for x, y, label in lines:
         ax.plot(x, y, linewidth=1.2, marker="." if len(x) < 30 else None, label=label)
     if marker_x is not None:
@@ -106,5 +107,8 @@ def series(
         ax.set_yscale("log")
     ax.set_xlabel("step", fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
-    ax.legend(fontsize=6)
+    if outside:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=6)
     return _png(fig)

@@ -435,14 +435,15 @@ def evaluate_category(
     t_test = time.perf_counter() - t0
     t1 = time.perf_counter()
     has_masks = bool(masks.any())
-    result, curves = jm.evaluate_category(
+    result = jm.evaluate_category(
         labels,
         scores,
         masks if has_masks else None,
         maps if has_masks else None,
         limit=float(config.eval.get("aupro_limit", 0.3)),
-        return_curves=True,
+        return_curves=report_path is not None,  # not for the evaluations during training
     )
+    result, curves = result if report_path is not None else (result, None)
     t_metrics = time.perf_counter() - t1
     metrics = {k: (None if result.get(k) is None else float(result[k])) for k in METRIC_KEYS}
     extra: dict[str, Any] = {"num_test_images": n, "num_anomalous": int(labels.sum())}

@@ -31,8 +31,8 @@ def main(argv: list[str]) -> int:
     print(
         f"\nwritten: {Path(_WORKDIR.value) / 'eval_results.json'}, eval_metrics.json, eval_metrics.csv"
     )
-    if _REPORT.value:
-        print(f"report: {runner.write_report(Path(_WORKDIR.value))}")
+    if _REPORT.value and (report := runner.write_report(Path(_WORKDIR.value))) is not None:
+        print(f"report: {report}")  # process 0 writes it
     return 0
 
 

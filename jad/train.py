@@ -39,8 +39,8 @@ def main(argv: list[str]) -> int:
     for cat, d in results["details"].items():
         if "heatmaps" in d:
             print(f"heatmaps [{cat}]: {d['heatmaps']}")
-    if _REPORT.value:
-        print(f"report: {runner.write_report(workdir)}")
+    if _REPORT.value and (report := runner.write_report(workdir)) is not None:
+        print(f"report: {report}")  # process 0 writes it
     return 0
 
 

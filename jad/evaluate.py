@@ -17,6 +17,7 @@ _CATEGORIES = flags.DEFINE_list(
     "categories", [], "Subset of the workdir's categories (default: all)."
 )
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bars.")
+_REPORT = flags.DEFINE_bool("report", True, "Write <workdir>/report.html at the end (jad.report).")
 
 
 def main(argv: list[str]) -> int:
@@ -30,6 +31,8 @@ def main(argv: list[str]) -> int:
     print(
         f"\nwritten: {Path(_WORKDIR.value) / 'eval_results.json'}, eval_metrics.json, eval_metrics.csv"
     )
+    if _REPORT.value and (report := runner.write_report(Path(_WORKDIR.value))) is not None:
+        print(f"report: {report}")  # process 0 writes it
     return 0
 
 

@@ -2,7 +2,8 @@
 
     python -m jad.predict --workdir=runs/patchcore_synthetic --images='path/to/dir_or_glob' [--category=c]
 
-Writes ``<out>/predictions.json`` and, per image, a PNG panel image | heatmap | overlay (plus the
+Writes ``<out>/predictions.json``, ``<out>/predictions.html`` (one self-contained page, sorted by
+score, decisions marked) and, per image, a PNG panel image | heatmap | overlay (plus the
 ground-truth mask when the image sits in an MVTec-style tree: ``.../test/<defect>/<stem>.png`` with
 ``.../ground_truth/<defect>/<stem>_mask.png``) captioned with its score and decision.
 
@@ -137,27 +138,29 @@ def main(argv: list[str]) -> int:
         )
         rec["heatmap"] = str(png)
         records.append(rec)
-    write_json(
-        out_dir / "predictions.json",
-        {
-            "workdir": str(workdir),
-            "category": category,
-            "colour_scale": [vmin, vmax],
-            "calibration": cal,
-            "decision_rule": (
-                f"defective iff raw score > {cal['image_threshold']:.6g} ({cal['image_threshold_rule']})"
-                if cal is not None
-                else "no calibration in this workdir (calibration.holdout was 0): raw scores only"
-            ),
-            "predictions": records,
-        },
-    )
+    payload = {
+        "workdir": str(workdir),
+        "category": category,
+        "colour_scale": [vmin, vmax],
+        "calibration": cal,
+        "decision_rule": (
+            f"defective iff raw score > {cal['image_threshold']:.6g} ({cal['image_threshold_rule']})"
+            if cal is not None
+            else "no calibration in this workdir (calibration.holdout was 0): raw scores only"
+        ),
+        "predictions": records,
+    }
+    write_json(out_dir / "predictions.json", payload)
+    from jad.train_lib import report_html
+
+    page = report_html.predictions_page(out_dir, payload)
     for r in records:
         extra = f"{r['normalised_score']:8.3f}  {r['decision']:<9}" if cal is not None else ""
         print(f"{r['image_score']:12.5f}  {extra}  {r['path']}")
     if cal is None:
         print("\nno calibrated threshold in this workdir (trained with calibration.holdout=0)")
     print(f"\n{len(records)} images scored; heatmaps and predictions.json in {out_dir}")
+    print(f"page: {page} (sorted by score)")
     return 0
 
 

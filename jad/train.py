@@ -2,7 +2,8 @@
 
 For PatchCore "train" = build the memory bank. Overrides: ``--config.data.categories=bottle,cable``,
 ``--config.backbone.weights=weights/wrn50_v1``, any ``--config.a.b=value``. Writes a checkpoint per
-category, heatmaps, ``metrics.{json,csv}`` and ``results.json`` under the workdir.
+category, heatmaps, ``metrics.{json,csv}``, ``results.json`` and ``report.html`` (``jad.report``;
+``--report=false`` skips it) under the workdir.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config name>).")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bars.")
+_REPORT = flags.DEFINE_bool("report", True, "Write <workdir>/report.html at the end (jad.report).")
 
 
 def main(argv: list[str]) -> int:
@@ -37,6 +39,8 @@ def main(argv: list[str]) -> int:
     for cat, d in results["details"].items():
         if "heatmaps" in d:
             print(f"heatmaps [{cat}]: {d['heatmaps']}")
+    if _REPORT.value and (report := runner.write_report(workdir)) is not None:
+        print(f"report: {report}")  # process 0 writes it
     return 0
 
 

@@ -15,7 +15,13 @@ from jad.metrics.calibration import calibrate, normalise, threshold_metrics
 from jad.metrics.errors import MetricError
 from jad.metrics.evaluate import KEYS, evaluate_category, format_table, summarize, write_results
 from jad.metrics.pro import aupro, pro_simplenet_style
-from jad.metrics.ranking import auroc, average_precision, f1_max, ranking_metrics
+from jad.metrics.ranking import (
+    auroc,
+    average_precision,
+    f1_max,
+    ranking_curves,
+    ranking_metrics,
+)
 
 __all__ = [
     "KEYS",
@@ -32,6 +38,7 @@ __all__ = [
     "format_table",
     "normalise",
     "pro_simplenet_style",
+    "ranking_curves",
     "ranking_metrics",
     "summarize",
     "threshold_metrics",

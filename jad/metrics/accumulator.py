@@ -18,8 +18,14 @@ import numpy as np
 from scipy import ndimage
 
 from jad.metrics.errors import MetricError
-from jad.metrics.pro import aupro_from_sorted, check_limit, structure
-from jad.metrics.ranking import check_no_nan_labels, ranking_from_sorted, score_dtype
+from jad.metrics.pro import aupro_from_sorted, check_limit, pro_curve_from_sorted, structure
+from jad.metrics.ranking import (
+    check_no_nan_labels,
+    curves_from_sorted,
+    ranking_from_sorted,
+    score_dtype,
+    thin_curve,
+)
 
 
 def _room(buf: np.ndarray, used: int, need: int) -> np.ndarray:
@@ -150,6 +156,31 @@ class PixelAccumulator:
 
     def aupro(self, limit: float = 0.3) -> float:
         """Exact MVTec AU-PRO up to FPR = ``limit`` (see :func:`jad.metrics.aupro`)."""
+        ok, defect, csum = self._pro_inputs(limit)
+        return aupro_from_sorted(ok, defect, csum, limit)
+
+    def curves(self, limit: float = 0.3, max_points: int | None = 1000) -> dict[str, np.ndarray]:
+        """The pixel ROC, precision-recall and PRO curves behind :meth:`compute`'s numbers.
+
+        Returns float64 ``roc_fpr, roc_tpr`` and ``pr_recall, pr_precision`` (see
+        :func:`jad.metrics.ranking.curves_from_sorted`) and ``pro_fpr, pro_pro`` up to FPR =
+        ``limit`` (:func:`jad.metrics.pro.pro_curve_from_sorted`), each thinned to at most
+        ``max_points`` points for drawing (None: every point).
+        """
+        self.ranking()  # the same checks as the metrics
+        ok, defect = self._prepare()
+        c = curves_from_sorted(defect, ok)
+        pro = pro_curve_from_sorted(*self._pro_inputs(limit), limit)
+        out: dict[str, np.ndarray] = {}
+        for (kx, ky), (x, y) in {
+            ("roc_fpr", "roc_tpr"): (c["roc_fpr"], c["roc_tpr"]),
+            ("pr_recall", "pr_precision"): (c["pr_recall"], c["pr_precision"]),
+            ("pro_fpr", "pro_pro"): pro,
+        }.items():
+            out[kx], out[ky] = (x, y) if max_points is None else thin_curve(x, y, max_points)
+        return out
+
+    def _pro_inputs(self, limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         limit = check_limit(limit)
         if self._n_regions == 0:
             raise MetricError(
@@ -169,7 +200,7 @@ class PixelAccumulator:
             # computed sum instead of R makes PRO exactly 1 once every defect pixel is in.
             csum /= csum[-1]
             self._csum = csum
-        return aupro_from_sorted(ok, defect, self._csum, limit)
+        return ok, defect, self._csum
 
     def compute(self, limit: float = 0.3) -> dict[str, float]:
         """``{"pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro"}`` as fractions in [0, 1]."""

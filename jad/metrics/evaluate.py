@@ -14,7 +14,7 @@ import numpy as np
 from jad.metrics.accumulator import PixelAccumulator
 from jad.metrics.errors import MetricError
 from jad.metrics.pro import check_pixel_arrays
-from jad.metrics.ranking import ranking_metrics
+from jad.metrics.ranking import ranking_curves, ranking_metrics
 from jad.utils.atomic import dumps_json, write_text
 
 #: Result keys in table order; all are fractions in [0, 1] (pixel keys None without masks).
@@ -53,8 +53,10 @@ def evaluate_category(
     *,
     limit: float = 0.3,
     connectivity: int = 8,
-) -> dict[str, float | None]:
-    """All metrics of one category.
+    return_curves: bool = False,
+    max_curve_points: int | None = 1000,
+):
+    """All metrics of one category (and, on request, the curves they are areas of).
 
     Args:
       image_labels: [N] 0 = good, anything else = anomalous.
@@ -62,10 +64,16 @@ def evaluate_category(
       masks: [N, H, W] ground truth (defect iff ``!= 0``; float/bool/uint8), or None.
       maps: [N, H, W] anomaly maps at the masks' resolution, or None (needed iff masks given).
       limit: AU-PRO FPR limit. connectivity: AU-PRO regions, 8 (official) or 4.
+      return_curves: also return the curves, computed from the same sorted scores.
+      max_curve_points: thin the pixel curves to this many points for drawing (None: all).
 
     Returns:
       ``{key: fraction}`` for every key of :data:`KEYS`; the pixel keys (``pixel_*``, ``aupro``)
-      are None when no masks are given.
+      are None when no masks are given. With ``return_curves``: ``(that dict, curves)``, curves
+      a flat dict of float64 arrays: ``image_roc_fpr, image_roc_tpr, image_pr_recall,
+      image_pr_precision`` (every point) and, with masks, ``pixel_roc_fpr, pixel_roc_tpr,
+      pixel_pr_recall, pixel_pr_precision, pro_fpr, pro_pro``
+      (:meth:`PixelAccumulator.curves`).
     """
     image_labels = np.asarray(image_labels).reshape(-1)
     image_scores = np.asarray(image_scores).reshape(-1)
@@ -79,8 +87,12 @@ def evaluate_category(
         "image_ap": img["ap"],
         "pixel_ap": None,
     }
+    curves: dict[str, np.ndarray] = {}
+    if return_curves:
+        c = ranking_curves(image_labels, image_scores)
+        curves = {f"image_{k}": v for k, v in c.items() if k != "pr_threshold"}
     if masks is None and maps is None:
-        return out
+        return (out, curves) if return_curves else out
     if masks is None or maps is None:
         missing = "masks" if masks is None else "maps"
         raise MetricError(f"pixel metrics need both masks and maps; {missing} is None.")
@@ -99,6 +111,10 @@ def evaluate_category(
     )
     acc.add(masks, maps)
     out.update(acc.compute(limit))
+    if return_curves:
+        pixel = acc.curves(limit, max_curve_points)
+        curves.update({k if k.startswith("pro") else f"pixel_{k}": v for k, v in pixel.items()})
+        return out, curves
     return out
 
 

@@ -20,6 +20,8 @@ Memory: the OK scores once (sorted in place), 8 B per defect pixel, ~100 MB of b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from scipy import ndimage
 
@@ -58,6 +60,38 @@ def check_pixel_arrays(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray,
     return masks, maps
 
 
+def _pro_segments(
+    ok: np.ndarray, defect: np.ndarray, weight_cumsum: np.ndarray, limit: float
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The PRO curve below FPR = ``limit`` as segments, one per distinct OK score u.
+
+    Yields per block ``(f0, f1, p0, p1)``: the segment from (FPR(>u), PRO(>u)) to (FPR(u),
+    PRO(u)); a segment crossing the limit ends at it with PRO linearly interpolated. Blocks come
+    in ascending u (descending FPR). Between segments the curve is vertical (FPR only moves at
+    OK scores), so they are the whole curve from FPR = 0 to ``limit``.
+    """
+    n_ok = ok.size
+    assert n_ok > 0 and weight_cumsum.size == defect.size + 1, (ok.shape, defect.shape)
+    total = weight_cumsum[-1]
+    # Runs ending at index i have FPR(>u) = (n_ok - 1 - i) / n_ok; only those < L matter.
+    first = max(0, int(np.floor(n_ok * (1.0 - limit))) - 2)
+    for values, lo, hi in iter_runs(ok, first):
+        f0 = (n_ok - hi) / n_ok
+        f1 = np.minimum((n_ok - lo) / n_ok, 1.0)
+        p0 = np.minimum(total - weight_cumsum[np.searchsorted(defect, values, "right")], 1.0)
+        p1 = np.minimum(total - weight_cumsum[np.searchsorted(defect, values, "left")], 1.0)
+        keep = f0 < limit
+        f0, f1, p0, p1 = f0[keep], f1[keep], p0[keep], p1[keep]
+        cross = f1 > limit
+        if cross.any():
+            p1 = p1.copy()
+            p1[cross] = p0[cross] + (p1[cross] - p0[cross]) * (limit - f0[cross]) / (
+                f1[cross] - f0[cross]
+            )
+            f1 = np.where(cross, limit, f1)
+        yield f0, f1, p0, p1
+
+
 def aupro_from_sorted(
     ok: np.ndarray, defect: np.ndarray, weight_cumsum: np.ndarray, limit: float = 0.3
 ) -> float:
@@ -71,28 +105,33 @@ def aupro_from_sorted(
       limit: FPR integration limit L in (0, 1].
 
     Returns:
-      The normalised area under the PRO curve up to FPR = L, in [0, 1].
+      The normalised area under the PRO curve up to FPR = L, in [0, 1] (the trapezoid area under
+      :func:`pro_curve_from_sorted`, divided by L).
     """
     limit = check_limit(limit)
-    n_ok = ok.size
-    assert n_ok > 0 and weight_cumsum.size == defect.size + 1, (ok.shape, defect.shape)
-    total = weight_cumsum[-1]
-    # Runs ending at index i have FPR(>u) = (n_ok - 1 - i) / n_ok; only those < L matter.
-    first = max(0, int(np.floor(n_ok * (1.0 - limit))) - 2)
     area = 0.0
-    for values, lo, hi in iter_runs(ok, first):
-        f0 = (n_ok - hi) / n_ok
-        f1 = np.minimum((n_ok - lo) / n_ok, 1.0)
-        p0 = np.minimum(total - weight_cumsum[np.searchsorted(defect, values, "right")], 1.0)
-        p1 = np.minimum(total - weight_cumsum[np.searchsorted(defect, values, "left")], 1.0)
-        full = f1 <= limit
-        area += float(np.sum((f1[full] - f0[full]) * (p0[full] + p1[full]))) / 2.0
-        cross = (f0 < limit) & (f1 > limit)
-        if cross.any():
-            c0, c1, q0, q1 = f0[cross], f1[cross], p0[cross], p1[cross]
-            p_at = q0 + (q1 - q0) * (limit - c0) / (c1 - c0)
-            area += float(np.sum((limit - c0) * (q0 + p_at))) / 2.0
+    for f0, f1, p0, p1 in _pro_segments(ok, defect, weight_cumsum, limit):
+        area += float(np.sum((f1 - f0) * (p0 + p1))) / 2.0
     return area / limit
+
+
+def pro_curve_from_sorted(
+    ok: np.ndarray, defect: np.ndarray, weight_cumsum: np.ndarray, limit: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
+    """The PRO curve whose area :func:`aupro_from_sorted` returns (same arguments).
+
+    Returns:
+      ``(fpr, pro)``: float64, from (0, 0) to FPR = ``limit`` (PRO interpolated there), FPR
+      non-decreasing; each segment contributes its two end points.
+    """
+    limit = check_limit(limit)
+    segs = list(_pro_segments(ok, defect, weight_cumsum, limit))
+    if not segs:
+        return np.zeros(1), np.zeros(1)
+    f0, f1, p0, p1 = (np.concatenate([s[i] for s in segs])[::-1] for i in range(4))
+    fpr = np.concatenate([[0.0], np.stack([f0, f1], 1).reshape(-1)])
+    pro = np.concatenate([[0.0], np.stack([p0, p1], 1).reshape(-1)])
+    return fpr, pro
 
 
 def aupro(

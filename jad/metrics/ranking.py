@@ -136,6 +136,23 @@ def iter_runs(a: np.ndarray, start: int = 0) -> Iterator[tuple[np.ndarray, np.nd
         yield runs(a, s, min(s + BLOCK, a.size))
 
 
+def _count_blocks(
+    pos: np.ndarray, neg: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per block of the distinct positive scores ``v`` (ascending): the counts every ranking
+    metric and curve is made of.
+
+    Yields ``(values, lo, hi, neg_lt, neg_le)`` plus ``count = hi - lo``: ``#pos < v = lo``,
+    ``#pos <= v = hi``, ``#neg < v = neg_lt``, ``#neg <= v = neg_le`` (int64).
+    """
+    for values, lo, hi in iter_runs(pos):
+        if values.size == 0:  # a block inside one long tie run
+            continue
+        neg_lt = np.searchsorted(neg, values, "left").astype(np.int64)
+        neg_le = np.searchsorted(neg, values, "right").astype(np.int64)
+        yield values, lo, hi, neg_lt, neg_le, hi - lo
+
+
 def ranking_from_sorted(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
     """AUROC, AP, F1-max from ascending-sorted positive and negative scores (both non-empty).
 
@@ -147,12 +164,7 @@ def ranking_from_sorted(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
     u2 = 0  # 2 * Mann-Whitney U, a Python int (exact, no overflow)
     ap_sum = 0.0
     best_f1, best_t = -1.0, None
-    for values, lo, hi in iter_runs(pos):
-        if values.size == 0:  # a block inside one long tie run
-            continue
-        count = hi - lo
-        neg_lt = np.searchsorted(neg, values, "left").astype(np.int64)
-        neg_le = np.searchsorted(neg, values, "right").astype(np.int64)
+    for values, lo, _, neg_lt, neg_le, count in _count_blocks(pos, neg):
         u2 += int(np.dot(count, neg_lt + neg_le))
         tp = (n_pos - lo).astype(np.float64)
         fp = (n_neg - neg_lt).astype(np.float64)
@@ -169,6 +181,65 @@ def ranking_from_sorted(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
         "n_pos": n_pos,
         "n_neg": n_neg,
     }
+
+
+def curves_from_sorted(pos: np.ndarray, neg: np.ndarray) -> dict[str, np.ndarray]:
+    """The ROC and precision-recall curves behind :func:`ranking_from_sorted` (same counts).
+
+    Args:
+      pos, neg: ascending-sorted positive / negative scores, both non-empty.
+
+    Returns:
+      float64 arrays:
+
+      - ``roc_fpr``, ``roc_tpr``: from (0, 0) to (1, 1), FPR non-decreasing. For every distinct
+        positive score v (descending) two points: the threshold just above v and v itself
+        (``score >= t``), so tied negatives give the diagonal step. The trapezoid area under it
+        is the Mann-Whitney AUROC (half credit for ties) of :func:`ranking_from_sorted`.
+      - ``pr_recall``, ``pr_precision``, ``pr_threshold``: one point per distinct positive score
+        (descending threshold, recall non-decreasing); ``sum(diff(recall, prepend=0) *
+        precision)`` is the AP and ``max 2PR/(P+R)`` the F1-max of :func:`ranking_from_sorted`.
+    """
+    n_pos, n_neg = int(pos.size), int(neg.size)
+    assert n_pos > 0 and n_neg > 0, (pos.shape, neg.shape)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("t", "lo", "hi", "lt", "le")}
+    for values, lo, hi, neg_lt, neg_le, _ in _count_blocks(pos, neg):
+        for k, v in zip(parts, (values, lo, hi, neg_lt, neg_le), strict=True):
+            parts[k].append(v)
+    t, lo, hi, lt, le = (np.concatenate(parts[k])[::-1] for k in parts)  # descending thresholds
+    tp, fp = (n_pos - lo).astype(np.float64), (n_neg - lt).astype(np.float64)
+    tp_above, fp_above = (n_pos - hi).astype(np.float64), (n_neg - le).astype(np.float64)
+    roc_fpr = np.concatenate([[0.0], np.stack([fp_above, fp], 1).reshape(-1) / n_neg, [1.0]])
+    roc_tpr = np.concatenate([[0.0], np.stack([tp_above, tp], 1).reshape(-1) / n_pos, [1.0]])
+    return {
+        "roc_fpr": roc_fpr,
+        "roc_tpr": roc_tpr,
+        "pr_recall": tp / n_pos,
+        "pr_precision": tp / (tp + fp),
+        "pr_threshold": t.astype(np.float64),
+    }
+
+
+def ranking_curves(labels: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """ROC and precision-recall curves of ``scores`` against binary ``labels``.
+
+    Same inputs, checks and tie handling as :func:`ranking_metrics`; the returned arrays are
+    described in :func:`curves_from_sorted` (their areas are that function's AUROC and AP).
+    """
+    pos, neg = split_by_label(labels, scores)
+    sort_scores(pos)
+    sort_scores(neg)
+    return curves_from_sorted(pos, neg)
+
+
+def thin_curve(x: np.ndarray, y: np.ndarray, max_points: int = 1000) -> tuple[np.ndarray, ...]:
+    """At most ``max_points`` points of a curve for drawing: evenly spaced indices, the first and
+    last point kept. The metrics are never computed from a thinned curve."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.size <= max_points:
+        return x, y
+    idx = np.unique(np.linspace(0, x.size - 1, max_points).round().astype(np.int64))
+    return x[idx], y[idx]
 
 
 def ranking_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:

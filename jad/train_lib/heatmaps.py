@@ -53,8 +53,12 @@ def panel(
     vmin: float,
     vmax: float,
     mask: np.ndarray | None = None,
+    pred_mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """uint8 [H, W*k, 3]: image | heatmap | overlay | (mask). The colour scale is [vmin, vmax]."""
+    """uint8 [H, W*k, 3]: image | heatmap | overlay | (mask) | (predicted mask).
+
+    The colour scale is [vmin, vmax]; masks are white where ``!= 0``.
+    """
     scale = max(float(vmax) - float(vmin), 1e-12)
     heat = colormap((np.asarray(amap, np.float32) - vmin) / scale)
     overlay = (
@@ -63,9 +67,10 @@ def panel(
         .astype(np.uint8)
     )
     parts = [image_uint8, heat, overlay]
-    if mask is not None:
-        m = (np.asarray(mask) != 0).astype(np.uint8) * 255
-        parts.append(np.repeat(m[..., None], 3, axis=-1))
+    for m in (mask, pred_mask):
+        if m is not None:
+            m = (np.asarray(m) != 0).astype(np.uint8) * 255
+            parts.append(np.repeat(m[..., None], 3, axis=-1))
     gap = np.full((image_uint8.shape[0], 4, 3), 255, np.uint8)
     out = []
     for i, p in enumerate(parts):

@@ -401,7 +401,8 @@ def fit_trainer(
                     means = {k: v / epoch_steps for k, v in epoch_sums.items()}
                     if "loss" in means:
                         lowest = min(lowest, means["loss"])
-                    history.append({"epoch": epoch, "step": done, **means})
+                    rates = {f"lr/{k}": float(v) for k, v in lrs(done).items()}
+                    history.append({"epoch": epoch, "step": done, **means, **rates})
                     writer.scalars(done, {f"epoch/{k}": v for k, v in means.items()})
                     epoch_sums, epoch_steps = {}, 0
                 bar.update(1, epoch=epoch, loss=last.get("loss", float("nan")))

@@ -8,6 +8,8 @@ Method-agnostic: it only uses the protocol in ``jad.methods.common`` and the loa
     <workdir>/metrics.{json,csv}          the metrics table
     <workdir>/<category>/checkpoint/0/    Orbax: {state, meta}
     <workdir>/<category>/heatmaps/*.png   image | heatmap | overlay | mask
+    <workdir>/<category>/report_data.npz  scores, curves, gallery panels (jad.train_lib.report_data)
+    <workdir>/report.html                 the report (jad.report), unless --report=false
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 
 from jad.methods.common import FitContext, Method, Trainer, build_method, is_trainer
 from jad.metrics import KEYS
-from jad.train_lib import checkpoint, heatmaps
+from jad.train_lib import checkpoint, heatmaps, report_data
 from jad.utils import distributed
 from jad.utils.atomic import write_json
 from jad.utils.distributed import is_primary
@@ -377,8 +379,12 @@ def evaluate_category(
     heatmap_dir: Path | None,
     progress: bool = True,
     calibration: dict[str, Any] | None = None,
+    report_path: Path | None = None,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
     """Score the test split; returns (metrics, timings, extra) for one category.
+
+    With ``report_path``, the scores, the metrics' curves and the gallery panels the report shows
+    are written there (``jad.train_lib.report_data``).
 
     With a ``calibration`` record, ``extra["calibrated"]`` holds the decisions' quality at the
     thresholds calibrated on normal training data only (image F1, precision, recall, false-alarm
@@ -391,7 +397,7 @@ def evaluate_category(
     want_heatmaps = heatmap_dir is not None and int(config.eval.get("num_heatmaps", -1)) != 0
     limit = int(config.eval.get("num_heatmaps", -1))
     parts: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("score", "map", "mask", "label", "path", "valid", "image")
+        k: [] for k in ("score", "map", "mask", "label", "path", "valid", "image", "thumb")
     }
     t0 = time.perf_counter()
     with Progress("score", len(test), unit="batch", enabled=progress and is_primary()) as bar:
@@ -405,8 +411,13 @@ def evaluate_category(
             parts["valid"].append(
                 np.asarray(batch.get("valid", np.ones(len(batch["label"]), bool)))
             )
+            shown_batch = None
+            if want_heatmaps or report_path is not None:
+                shown_batch = np.stack([heatmaps.denormalize(x) for x in batch["image"]])
             if want_heatmaps:
-                parts["image"].append(np.stack([heatmaps.denormalize(x) for x in batch["image"]]))
+                parts["image"].append(shown_batch)
+            if report_path is not None:
+                parts["thumb"].append(np.stack([report_data.thumbnail(x) for x in shown_batch]))
             bar.update(1)
     # every host scored its block of the test images: gather them (host order = single-host order)
     valid = np.concatenate(parts["valid"])
@@ -430,7 +441,9 @@ def evaluate_category(
         masks if has_masks else None,
         maps if has_masks else None,
         limit=float(config.eval.get("aupro_limit", 0.3)),
+        return_curves=report_path is not None,  # not for the evaluations during training
     )
+    result, curves = result if report_path is not None else (result, None)
     t_metrics = time.perf_counter() - t1
     metrics = {k: (None if result.get(k) is None else float(result[k])) for k in METRIC_KEYS}
     extra: dict[str, Any] = {"num_test_images": n, "num_anomalous": int(labels.sum())}
@@ -443,6 +456,22 @@ def evaluate_category(
             )
         extra["heatmaps"] = str(heatmap_dir)
     extra["image_scores"] = {p: float(s) for p, s in zip(paths, scores, strict=True)}
+    if report_path is not None:
+        thumbs = distributed.gather_rows(np.concatenate(parts["thumb"]), valid)
+        if is_primary():
+            t2 = time.perf_counter()
+            report_data.save(
+                report_path,
+                paths=paths,
+                labels=labels,
+                scores=scores,
+                curves=curves,
+                thumbs=thumbs,
+                maps=maps,
+                masks=masks if has_masks else None,
+                calibration=calibration,
+            )
+            extra["report_data_s"] = time.perf_counter() - t2
     if calibration is not None:
         extra["calibrated"] = calibrated_metrics(
             calibration, labels, scores, masks if has_masks else None, maps if has_masks else None
@@ -646,6 +675,7 @@ def train_and_evaluate(
             heatmap_dir=hm_dir,
             progress=progress,
             calibration=calibration,
+            report_path=workdir / category / report_data.FILE,
         )
         per_cat[category] = metrics
         timings[category] = {
@@ -740,6 +770,7 @@ def evaluate_workdir(
             heatmap_dir=None,
             progress=progress,
             calibration=meta.get("calibration"),
+            report_path=workdir / category / report_data.FILE,
         )
         per_cat[category] = metrics
         timings[category] = t_eval
@@ -753,6 +784,15 @@ def evaluate_workdir(
         write_json(workdir / "eval_results.json", out)
         _write_tables(workdir, summary, stem="eval_metrics")
     return out
+
+
+def write_report(workdir: Path) -> Path | None:
+    """``<workdir>/report.html`` (``jad.train_lib.report_html``); process 0 writes it."""
+    if not is_primary():
+        return None
+    from jad.train_lib import report_html
+
+    return report_html.build(workdir)
 
 
 def pick_category(workdir: Path, requested: str | None) -> str:

@@ -217,3 +217,14 @@ def test_export_round_trip(trained, tmp_path):
 
     _, workdir, _ = trained
     check_export(workdir, "disc", tmp_path / "apc.jax")
+
+
+@pytest.mark.slow
+def test_report_shows_the_training_history(trained):
+    """The report (jad.report) holds results.json's numbers, the losses, the learning-rate
+    schedule and the protocol."""
+    from report_testutil import check_report
+
+    _, workdir, results = trained
+    page = check_report(workdir, results)
+    assert "learning rates" in page

@@ -108,6 +108,8 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
     assert "at the calibrated thresholds" in p.stdout and "I-FAR" in p.stdout
     results = json.loads((w / "results.json").read_text())
     assert set(results["metrics"]) == {"disc", "mean"}
+    assert f"report: {w / 'report.html'}" in p.stdout and (w / "report.html").is_file()
+    assert (w / "disc" / "report_data.npz").is_file()
 
     p = run("jad.evaluate", f"--workdir={w}", "--quiet")
     assert p.returncode == 0, p.stderr[-3000:]
@@ -115,6 +117,8 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
     assert evaluated["metrics"]["disc"] == results["metrics"]["disc"]
     assert evaluated["calibrated"] == results["calibrated"]  # decisions at the stored thresholds
     assert "at the calibrated thresholds" in p.stdout
+    assert "report:" in p.stdout  # rewritten from the re-evaluation
+    assert "eval_results.json (jad.evaluate" in (w / "report.html").read_text()
 
     test_dir = Path(small_synthetic) / "disc" / "test"
     p = run("jad.predict", f"--workdir={w}", f"--images={test_dir}", f"--out={tmp_path / 'pred'}")
@@ -135,6 +139,8 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
         assert Path(r["defect_mask"]).is_file() and 0.0 <= r["defect_fraction"] <= 1.0
     assert any(r["ground_truth_mask"] for r in pred["predictions"])  # found beside defects
     assert pred["decision_rule"].startswith("defective iff raw score >")
+    page = (tmp_path / "pred" / "predictions.html").read_text()
+    assert page.count("<img ") == n_test and "sorted by score" in p.stdout.lower()
     # the panel is captioned: 16 px strip over the 96 px panel
     from PIL import Image
 

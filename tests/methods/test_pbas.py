@@ -57,6 +57,16 @@ def test_pbas_learns_on_the_synthetic_set(trained):
 
 
 @pytest.mark.slow
+def test_report_shows_the_training_history(trained):
+    """The report (jad.report) holds results.json's numbers, the losses and the protocol."""
+    from report_testutil import check_report
+
+    _, workdir, results = trained
+    page = check_report(workdir, results)
+    assert page.count("<img ") >= 5  # histogram, ROC, PR, PRO, losses (+ gallery panels)
+
+
+@pytest.mark.slow
 def test_tensorboard_and_saved_model(trained):
     config, workdir, results = trained
     events = list((workdir / "disc" / "tb").glob("events.out.tfevents.*"))

@@ -26,11 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jad.data.errors import DatasetError
+from jad.imaging import IMAGE_EXTENSIONS
 
 DATASETS = ("mvtec", "visa", "mpdd", "btad", "folder", "synthetic")
 
 # Extensions accepted as images / masks (torchvision's list), compared case-insensitively.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # When one stem exists with several extensions, the first one in this order wins.
 _EXT_PREFERENCE = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".ppm", ".pgm", ".webp")
 

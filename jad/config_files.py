@@ -64,10 +64,8 @@ def resolve(spec: str) -> str:
 
 def load(spec: str, *args: str):
     """``get_config(*args)`` of the config ``spec`` names (see :func:`resolve`)."""
-    import importlib.util as iu
-
     path = resolve(spec).partition(":")[0]
-    module_spec = iu.spec_from_file_location(f"jad_config_{Path(path).stem}", path)
-    module = iu.module_from_spec(module_spec)
+    module_spec = importlib.util.spec_from_file_location(f"jad_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.get_config(*args)

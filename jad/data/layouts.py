@@ -30,8 +30,8 @@ from jad.imaging import IMAGE_EXTENSIONS
 
 DATASETS = ("mvtec", "visa", "mpdd", "btad", "folder", "synthetic")
 
-# Extensions accepted as images / masks (torchvision's list), compared case-insensitively.
-# When one stem exists with several extensions, the first one in this order wins.
+# Extensions accepted as images / masks: jad.imaging.IMAGE_EXTENSIONS (torchvision's list),
+# compared case-insensitively. When one stem exists with several extensions, the first one in this order wins.
 _EXT_PREFERENCE = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".ppm", ".pgm", ".webp")
 
 # Official category names (for documentation and builder configs; the disk is the authority).

@@ -5,7 +5,8 @@ maps out) serialised with ``jax.export``: the batch size is symbolic, the backbo
 bank are baked in as constants, and the kNN stays blocked (one image at a time), so memory is
 bounded. A JSON header carries the preprocessing, the weights' provenance, the calibration
 (thresholds, normalisation), the dataset licence note and the jax version. Load it with
-``jad.serving.load(path)(images)``, which needs only jax and numpy.
+``jad.serving.load(path)(images)``, which needs only jax and numpy for preprocessed images, and
+Pillow for raw ones (any size; it applies jad's own transform, :mod:`jad.imaging`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def export_category(workdir: Path, category: str, out: Path) -> dict:
     (b,) = jax_export.symbolic_shape("b")
     spec = jax.ShapeDtypeStruct((b, pre.crop, pre.crop, 3), jnp.float32)
     exported = jax_export.export(jax.jit(fn))(spec)
-    from jad.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from jad.imaging import IMAGENET_MEAN, IMAGENET_STD
 
     header = {
         "format": 1,
@@ -68,6 +69,7 @@ def export_category(workdir: Path, category: str, out: Path) -> dict:
             "mean": [float(x) for x in IMAGENET_MEAN],
             "std": [float(x) for x in IMAGENET_STD],
             "layout": "float32 NHWC, RGB / 255, normalised with mean and std",
+            "raw_images": "jad.serving applies jad.imaging.preprocess_image(image, resize, crop)",
             "resample": "PIL bilinear (antialiased) resize of the shorter side, centre crop",
         },
         "outputs": {

@@ -1,5 +1,7 @@
 """Fit a method and evaluate it: ``python -m jad.train --config=configs/<method>_<data>.py --workdir=DIR``.
 
+``--config`` also takes a shipped config's name (``--config=pbas_mvtec``; ``jad.config_files``).
+
 For PatchCore "train" = build the memory bank. Overrides: ``--config.data.categories=bottle,cable``,
 ``--config.backbone.weights=weights/wrn50_v1``, any ``--config.a.b=value``. Writes a checkpoint per
 category, heatmaps, ``metrics.{json,csv}``, ``results.json`` and ``report.html`` (``jad.report``;
@@ -16,7 +18,10 @@ from ml_collections import config_flags
 from jad.train_lib import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/patchcore_synthetic.py.", lock_config=True
+    "config",
+    None,
+    "A config file (configs/patchcore_synthetic.py) or a shipped config's name (patchcore_synthetic).",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config name>).")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bars.")

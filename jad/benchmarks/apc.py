@@ -56,7 +56,7 @@ import threading
 import time
 from pathlib import Path
 
-from jad.benchmarks import report
+from jad.benchmarks import child_env, report
 from jad.utils.memory import trim_heap
 
 VARIANTS = ("jad", "jad_remat", "torch")
@@ -347,7 +347,7 @@ class _Worker:
             stdout=subprocess.PIPE,
             stderr=None if args.verbose else subprocess.DEVNULL,
             text=True,
-            cwd=Path(__file__).resolve().parents[2],
+            env=child_env(),
         )
 
     def recv(self) -> dict:

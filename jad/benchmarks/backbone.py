@@ -18,7 +18,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -74,13 +73,7 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
 
 
 def _torch_reference():
-    third_party = Path(__file__).resolve().parents[2] / "third_party"
-    if not (third_party / "torch_wrn50.py").is_file():
-        raise FileNotFoundError(
-            f"{third_party / 'torch_wrn50.py'} not found; run the benchmark from a jad source checkout."
-        )
-    sys.path.insert(0, str(third_party))
-    import torch_wrn50
+    from jad.benchmarks import torch_wrn50
 
     return torch_wrn50
 

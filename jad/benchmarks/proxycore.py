@@ -37,10 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jad.benchmarks import report
+from jad.benchmarks import child_env, report
 from jad.benchmarks.kernels import PeakRSS, _rss_bytes
 
-REPO = Path(__file__).resolve().parents[2]
 BOTTLE_K = int(163_856 * 0.1)  # 209 images x 784 patches, 10 % coreset
 
 
@@ -293,7 +292,7 @@ def _child_train(config: str, workdir: str, *flags: str) -> tuple[dict, float, f
     """``python -m jad.train`` in a child process: (results.json, wall seconds, peak RSS bytes)."""
     cmd = [sys.executable, "-c", _CHILD, f"--config={config}", f"--workdir={workdir}", *flags]
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(cmd, env=child_env(), capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if out.returncode:
         raise RuntimeError(f"{config} failed:\n{out.stderr[-2000:]}")
@@ -306,7 +305,7 @@ def bench_synthetic(category: str = "weave") -> None:
     same data in another (peak RSS reference: same backbone, data and runtime)."""
     common = [f"--config.data.categories={category}", "--config.eval.num_heatmaps=0", "--quiet"]
     with tempfile.TemporaryDirectory() as tmp:
-        res, wall, peak = _child_train("configs/proxycore_synthetic.py", f"{tmp}/p", *common)
+        res, wall, peak = _child_train("proxycore_synthetic", f"{tmp}/p", *common)
         same_data = [
             "--config.data.synthetic_mode=hard",
             "--config.data.resize=128",
@@ -314,9 +313,7 @@ def bench_synthetic(category: str = "weave") -> None:
             "--config.data.mask_mode=bilinear_gt0",
             "--config.data.batch_size=16",
         ]
-        _, wall_pc, peak_pc = _child_train(
-            "configs/patchcore_synthetic.py", f"{tmp}/c", *common, *same_data
-        )
+        _, wall_pc, peak_pc = _child_train("patchcore_synthetic", f"{tmp}/c", *common, *same_data)
     d, tm = res["details"][category], res["timings"][category]
     spe = d["steps"] / d["epochs"]
     hist = d["history"]
@@ -335,16 +332,14 @@ def bench_synthetic(category: str = "weave") -> None:
 
 def compare(workdir: Path) -> None:
     """faithful vs fixed vs PatchCore on the synthetic set: same backbone, data, masks, test set."""
+    from jad import config_files
     from jad import metrics as jm
     from jad.config_base import patchcore
     from jad.train_lib import runner
 
-    sys.path.insert(0, str(REPO / "configs"))
-    import proxycore_synthetic  # noqa: PLC0415
-
     runs = {}
     for variant in ("faithful", "fixed"):
-        c = proxycore_synthetic.get_config()
+        c = config_files.load("proxycore_synthetic")
         c.proxycore.variant = variant
         c.eval.num_heatmaps = 0
         runs[f"proxycore {variant}"] = c

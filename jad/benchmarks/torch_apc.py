@@ -40,9 +40,7 @@ difference when clipping is active.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,14 +60,7 @@ ENCODER_CHANNELS = {
 
 
 def _torch_resnet_module():
-    third_party = Path(__file__).resolve().parents[2] / "third_party"
-    if not (third_party / "torch_wrn50.py").is_file():
-        raise FileNotFoundError(
-            f"{third_party / 'torch_wrn50.py'} not found; run from a jad source checkout."
-        )
-    if str(third_party) not in sys.path:
-        sys.path.insert(0, str(third_party))
-    import torch_wrn50
+    from jad.benchmarks import torch_wrn50
 
     return torch_wrn50
 

@@ -21,10 +21,8 @@ the checkpointing.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -164,14 +162,7 @@ def train_step(
 # Backbone and patch features (spec §3, golden behaviour 2)
 # ---------------------------------------------------------------------------------------------
 def _torch_wrn50():
-    third_party = Path(__file__).resolve().parents[2] / "third_party"
-    if not (third_party / "torch_wrn50.py").is_file():
-        raise FileNotFoundError(
-            f"{third_party / 'torch_wrn50.py'} not found; run from a jad source checkout."
-        )
-    if str(third_party) not in sys.path:
-        sys.path.insert(0, str(third_party))
-    import torch_wrn50
+    from jad.benchmarks import torch_wrn50
 
     return torch_wrn50
 

@@ -26,12 +26,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jad.data.errors import DatasetError
+from jad.imaging import IMAGE_EXTENSIONS
 
 DATASETS = ("mvtec", "visa", "mpdd", "btad", "folder", "synthetic")
 
-# Extensions accepted as images / masks (torchvision's list), compared case-insensitively.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-# When one stem exists with several extensions, the first one in this order wins.
+# Extensions accepted as images / masks: jad.imaging.IMAGE_EXTENSIONS (torchvision's list),
+# compared case-insensitively. When one stem exists with several extensions, the first one in this order wins.
 _EXT_PREFERENCE = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".ppm", ".pgm", ".webp")
 
 # Official category names (for documentation and builder configs; the disk is the authority).

@@ -43,6 +43,19 @@ def _config_file_from_argv(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _with_config_file(argv: list[str], resolved: str) -> list[str]:
+    """``argv`` with its ``--config`` value replaced by ``resolved``."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a.startswith("--config="):
+            out[i] = f"--config={resolved}"
+            break
+        if a == "--config" and i + 1 < len(out):
+            out[i + 1] = resolved
+            break
+    return out
+
+
 def unknown_key_message(argv: Sequence[str], config_path: str | None) -> str | None:
     """Find the first ``--config.a.b`` override whose key the config file does not define."""
     if not config_path:
@@ -80,11 +93,18 @@ def make_flags_parser(*, needs_config: bool) -> Callable[[list[str]], list[str]]
     def parse(argv: list[str]) -> list[str]:
         config_path = _config_file_from_argv(argv)
         if needs_config:
+            from jad import config_files
+            from jad.utils.errors import UserError
+
             if config_path is None:
-                fail("missing --config=configs/<method>_<dataset>.py (see README)")
-            file_part = config_path.partition(":")[0]
-            if not os.path.isfile(file_part):
-                fail(f"config file '{file_part}' does not exist (configs live in configs/)")
+                fail(
+                    "missing --config=<method>_<dataset> or --config=path/to/config.py (see README)"
+                )
+            try:
+                config_path = config_files.resolve(config_path)
+            except UserError as e:
+                fail(str(e))
+            argv = _with_config_file(argv, config_path)
         try:
             return flags.FLAGS(argv)
         except flags.Error as e:

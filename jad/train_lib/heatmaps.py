@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jad.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from jad.imaging import IMAGENET_MEAN, IMAGENET_STD
 from jad.utils.atomic import atomic_file
 
 # A perceptually ordered dark-blue -> cyan -> yellow -> red ramp (anchor colours, interpolated).

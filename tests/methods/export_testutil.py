@@ -75,7 +75,54 @@ def check_export(
             == (got["image_scores"] > meta["calibration"]["image_threshold"]).tolist()
         )
     assert header["jax_version"] == jax.__version__ and header["method"] == method.name
+    check_raw_images(det, method, state, runner.preprocess(config, category), root / category, out)
     return header
+
+
+# Sizes of the raw test images: larger, smaller, non-square, so the resize and crop both act.
+RAW_SIZES = ((131, 107), (80, 150), (200, 200))
+
+
+def raw_image_files(category_root: Path, out_dir: Path, n: int = 3) -> list[str]:
+    """The first ``n`` test images of a category, resized to :data:`RAW_SIZES` (PNG, RGB)."""
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = sorted((category_root / "test").rglob("*.png"))[:n]
+    written = []
+    for i, f in enumerate(files):
+        img = Image.open(f).convert("RGB").resize(RAW_SIZES[i % len(RAW_SIZES)], Image.BICUBIC)
+        img.save(out_dir / f"raw{i}_{f.parent.name}.png")
+        written.append(str(out_dir / f"raw{i}_{f.parent.name}.png"))
+    return written
+
+
+def check_raw_images(det, method, state, pre, category_root: Path, out: Path) -> float:
+    """The artifact on raw image files of other sizes equals ``jad.predict``'s computation on the
+    same files (``jad.data.preprocess_image`` then ``method.predict``): the preprocessing is the
+    same function, so the inputs are bit-identical; scores within (b)'s tolerance of
+    :func:`check_export`. Returns the largest relative score difference."""
+    from PIL import Image
+
+    from jad.data import preprocess_image
+
+    files = raw_image_files(category_root, out.parent / f"{out.stem}_raw")
+    batch = np.stack([preprocess_image(f, pre) for f in files])
+    arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    np.testing.assert_array_equal(det.preprocess(files), batch)  # paths
+    np.testing.assert_array_equal(det.preprocess(arrays), batch)  # uint8 arrays of any size
+    got = det(arrays)
+    np.testing.assert_array_equal(got["image_scores"], det(batch)["image_scores"])
+    pred = method.predict(state, batch)
+    np.testing.assert_allclose(got["image_scores"], pred.image_scores, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(got["anomaly_maps"], pred.anomaly_maps, rtol=1e-3, atol=1e-6)
+    rel = np.abs(got["image_scores"] - pred.image_scores) / np.abs(pred.image_scores)
+    print(
+        f"\n{method.name}: artifact on raw images vs jad.predict's computation: max |diff| "
+        f"{np.max(np.abs(got['image_scores'] - pred.image_scores)):.3g} "
+        f"(relative {np.max(rel):.3g}) on scores {np.round(pred.image_scores, 4).tolist()}"
+    )
+    return float(np.max(rel))
 
 
 LIGHT = """

@@ -1,6 +1,9 @@
 """PatchCore end to end on the generated synthetic set: fit, checkpoint, evaluate, restore, devices."""
 
 import json
+import os
+import struct
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -200,7 +203,6 @@ def test_export_round_trip_and_light_serving(trained, tmp_path):
 def test_export_cli(trained, tmp_path):
     """``python -m jad.export`` (the command users run) writes a loadable, world-readable file;
     a workdir without a model is one line and exit 2."""
-    import os
     import subprocess
     import sys
 
@@ -232,3 +234,146 @@ def test_export_cli(trained, tmp_path):
     )
     assert r.returncode == 2 and "no trained model" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_serving_cli_writes_what_predict_writes_on_raw_images(trained, tmp_path):
+    """``python -m jad.serving detector.jax IMAGES --out=DIR`` on raw files of other sizes: the
+    same predictions (scores within the export tolerance, same decisions), predicted masks and
+    panels as ``python -m jad.predict`` on the same files, in a process where the training stack
+    cannot be imported (only jax, numpy, Pillow)."""
+    import subprocess
+    import sys
+    import time
+
+    from export_testutil import REPO, raw_image_files
+    from PIL import Image
+
+    from jad.export import export_category
+
+    config, workdir, _ = trained
+    det = tmp_path / "disc.jax"
+    export_category(workdir, "disc", det)
+    raw = tmp_path / "raw"
+    raw_image_files(Path(config.data.root) / "disc", raw, n=6)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    blocked = (
+        "import sys, runpy\n"
+        "for m in ('flax', 'optax', 'orbax', 'tensorflow_datasets', 'tensorflow', 'torch',\n"
+        "          'grain', 'ml_collections', 'absl', 'sklearn', 'tqdm'):\n"
+        "    sys.modules[m] = None\n"
+        "sys.argv = ['jad.serving', *sys.argv[1:]]\n"
+        "runpy.run_module('jad.serving', run_name='__main__')\n"
+    )
+    t0 = time.perf_counter()
+    s = subprocess.run(
+        [sys.executable, "-c", blocked, str(det), str(raw), f"--out={tmp_path / 's'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    t_serving = time.perf_counter() - t0
+    assert s.returncode == 0, s.stderr[-3000:]
+    t0 = time.perf_counter()
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jad.predict",
+            f"--workdir={workdir}",
+            "--category=disc",
+            f"--images={raw}",
+            f"--out={tmp_path / 'p'}",
+        ],
+        cwd=REPO,
+        env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    t_predict = time.perf_counter() - t0
+    assert p.returncode == 0, p.stderr[-3000:]
+    served = json.loads((tmp_path / "s" / "predictions.json").read_text())
+    predicted = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert served["calibration"] == predicted["calibration"]
+    assert served["decision_rule"] == predicted["decision_rule"]
+    a, b = served["predictions"], predicted["predictions"]
+    assert [r["path"] for r in a] == [r["path"] for r in b] and len(a) == 6
+    got = np.array([r["image_score"] for r in a])
+    want = np.array([r["image_score"] for r in b])
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)
+    for x, y in zip(a, b, strict=True):
+        assert x["decision"] == y["decision"]
+        assert abs(x["normalised_score"] - y["normalised_score"]) < 1e-3
+        mx = np.asarray(Image.open(x["defect_mask"]))
+        my = np.asarray(Image.open(y["defect_mask"]))
+        assert mx.shape == my.shape == (96, 96) and np.mean(mx != my) < 0.01
+        assert Path(x["heatmap"]).name == Path(y["heatmap"]).name
+    print(
+        f"\nserving vs predict on {len(a)} raw images: max |score diff| "
+        f"{np.max(np.abs(got - want)):.3g} (relative {np.max(np.abs(got - want) / want):.3g}); "
+        f"wall {t_serving:.1f} s vs {t_predict:.1f} s (whole processes, nice'd machine); "
+        f"detector {det.stat().st_size / 2**20:.1f} MiB"
+    )
+
+
+def test_damaged_truncated_or_foreign_detector_is_one_sentence(trained, tmp_path):
+    import subprocess
+    import sys
+
+    from export_testutil import REPO
+
+    from jad import serving
+    from jad.export import export_category
+
+    _, workdir, _ = trained
+    good = tmp_path / "good.jax"
+    export_category(workdir, "disc", good)
+    data = good.read_bytes()
+    (n,) = struct.unpack("<Q", data[len(serving.MAGIC) : len(serving.MAGIC) + 8])
+    body_at = len(serving.MAGIC) + 8 + n
+    cases = {
+        "truncated_header.jax": (data[: body_at - 10], "truncated"),
+        "truncated_body.jax": (data[: body_at + (len(data) - body_at) // 2], "truncated"),
+        "damaged_body.jax": (data[:-100] + bytes(100), "damaged"),
+        "damaged_header.jax": (data[: body_at - 5] + b"\xff" * 5 + data[body_at:], "damaged"),
+        "foreign.jax": (b"\x89PNG\r\n\x1a\n" + data[20:200], "not a jad detector"),
+        "tiny.jax": (serving.MAGIC + b"\x01", "truncated"),
+    }
+    for name, (content, words) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(serving.DetectorError, match=words) as e:
+            serving.load(tmp_path / name)
+        assert "\n" not in str(e.value) and name in str(e.value)
+    # a well-formed file whose body jax cannot read (no checksum to catch it first)
+    header = serving.read(good)[0]
+    for k in ("body_bytes", "body_sha256"):
+        header.pop(k)
+    (tmp_path / "garbage.jax").write_bytes(serving.pack(header, b"not a jax export"))
+    with pytest.raises(serving.DetectorError, match="damaged or was written by an incompatible"):
+        serving.load(tmp_path / "garbage.jax")
+    with pytest.raises(serving.DetectorError, match="does not exist"):
+        serving.load(tmp_path / "missing.jax")
+    det = serving.load(good)
+    with pytest.raises(serving.DetectorError, match="uint8"):
+        det(np.zeros((2, 50, 60, 3), np.float64))
+    with pytest.raises(serving.DetectorError, match="cannot decode"):
+        det([str(tmp_path / "foreign.jax")])
+    for name in ("truncated_body.jax", "foreign.jax", "missing.jax"):
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jad.serving",
+                str(tmp_path / name),
+                str(REPO / "README.md"),
+                f"--out={tmp_path / 'o'}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "third_party") not in sys.path:
-    sys.path.insert(0, str(REPO / "third_party"))
 
 
 def random_state_dict(arch: str, seed: int = 0, *, fc: bool = True) -> dict[str, np.ndarray]:
@@ -46,7 +43,8 @@ def random_state_dict(arch: str, seed: int = 0, *, fc: bool = True) -> dict[str,
 def torch_reference(arch: str, sd: dict[str, np.ndarray]):
     """third_party TorchResNet with ``sd`` loaded strictly, eval mode."""
     import torch
-    import torch_wrn50
+
+    from jad.benchmarks import torch_wrn50
 
     net = torch_wrn50.TorchResNet(width_per_group={"wide_resnet50_2": 128, "resnet50": 64}[arch])
     net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, strict=True)

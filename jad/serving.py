@@ -37,10 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from jad.utils.errors import UserError
+
 MAGIC = b"JADEXPORT1\n"
 
 
-class DetectorError(ValueError):
+class DetectorError(UserError, ValueError):
     """A file that is not a readable jad detector, or images it cannot take (one sentence)."""
 
 
@@ -228,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="Output folder.")
     p.add_argument("--batch_size", "--batch-size", type=int, default=8, help="Images per call.")
     args = p.parse_args(argv)
-    from jad import imaging, predictions
+    from jad import predictions
     from jad.utils.errors import UserError
 
     try:
@@ -236,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         detector = load(args.detector)
         out_dir = Path(args.out)
         records = predict_files(detector, files, out_dir, max(1, args.batch_size))
-    except (DetectorError, UserError, imaging.ImageError) as e:
+    except UserError as e:  # DetectorError, ImageError and the rest derive from it
         print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return 2
     print(predictions.summary(records, detector.calibration is not None, out_dir))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from jad.utils.errors import UserError
 
-class MetricError(ValueError):
+
+class MetricError(UserError, ValueError):
     """A metric is undefined for the given input, or the input is malformed.
 
     Raised for one class only, no defect region, NaN scores, mismatched shapes, bad arguments. The

@@ -36,13 +36,14 @@ import numpy as np
 
 from jad.models.wide_resnet import BLOCKS, EXPANSION, PLANES
 from jad.utils.atomic import atomic_dir, write_json
+from jad.utils.errors import UserError
 
 ARCH_WIDTH = {"wide_resnet50_2": 128, "resnet50": 64}
 METADATA_FORMAT = "jad-backbone-v1"
 FORMAT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A weights file that cannot be converted (unreadable, wrong architecture, bad keys)."""
 
 

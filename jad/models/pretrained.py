@@ -21,6 +21,7 @@ import numpy as np
 
 from jad.models.convert import METADATA_FORMAT
 from jad.models.wide_resnet import ARCHS, ResNet, init_variables
+from jad.utils.errors import UserError
 
 ENV_VAR = "JAD_WEIGHTS_DIR"
 _EXAMPLE_SRC = {
@@ -29,11 +30,11 @@ _EXAMPLE_SRC = {
 }
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserError, FileNotFoundError):
     """No converted weights where they were asked for; the message holds the convert command."""
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(UserError, ValueError):
     """A converted weights folder that does not fit the requested architecture."""
 
 

@@ -1,4 +1,12 @@
-"""User-facing errors: one clear sentence, printed by the CLIs without a traceback."""
+"""The one root of jad's user-facing errors: one clear sentence, printed by the CLIs without a
+traceback.
+
+Every package's error type derives from :class:`UserError` (``DatasetError``, ``ImageError``,
+``MetricError``, ``ConversionError``, ``WeightsNotFoundError``, ``WeightsMismatchError``,
+``DetectorError``), keeping its standard base too (``ValueError`` / ``FileNotFoundError``) for
+callers that catch those. This module imports nothing, so every package (``jad.serving`` and
+``jad.imaging`` included, which need only numpy, Pillow and jax) can use it.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +16,6 @@ class UserError(Exception):
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """Exception types that the CLIs print as one line and exit non-zero on."""
-    types: list[type[BaseException]] = [UserError, FileNotFoundError, NotADirectoryError]
-    try:
-        from jad.data import DatasetError
-
-        types.append(DatasetError)
-    except ImportError:  # pragma: no cover - data package always present in a full install
-        pass
-    try:
-        from jad.models.convert import ConversionError
-
-        types.append(ConversionError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(types)
+    """Exception types that the CLIs print as one line and exit non-zero on: the root, and a plain
+    missing file or folder (``open()`` of a path the user gave)."""
+    return (UserError, FileNotFoundError, NotADirectoryError)

@@ -19,6 +19,7 @@ import platform
 import sys
 import time
 import zlib
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from jad.utils import distributed
 from jad.utils.atomic import write_json
 from jad.utils.distributed import is_primary
 from jad.utils.errors import UserError
+from jad.utils.lock import workdir_lock
 from jad.utils.progress import Progress
 
 METRIC_KEYS = KEYS  # the seven metric keys of results.json, defined by jad.metrics
@@ -649,76 +651,79 @@ def train_and_evaluate(
             "with published results. Convert real weights with `python -m jad.convert`."
         )
     method = build_method(config)  # validates the method's config before anything is written
-    workdir.mkdir(parents=True, exist_ok=True)
-    if is_primary():
-        write_json(workdir / "config.json", config_to_dict(config))
-    per_cat: dict[str, dict[str, float | None]] = {}
-    timings: dict[str, dict[str, float]] = {}
-    extras: dict[str, Any] = {}
-    for category in categories:
-        manifest = anomaly_manifest(config, root, category)
-        if manifest is not None:
-            if is_primary():
-                write_json(workdir / category / "labelled_anomalies.json", manifest)
-        state, fit_info, calibration = fit_or_restore(
-            method, config, root, category, workdir, progress=progress
-        )
-        hm_dir = (
-            workdir / category / "heatmaps" if config.eval.get("num_heatmaps", -1) != 0 else None
-        )
-        metrics, t_eval, extra = evaluate_category(
-            method,
-            state,
-            config,
-            root,
-            category,
-            heatmap_dir=hm_dir,
-            progress=progress,
-            calibration=calibration,
-            report_path=workdir / category / report_data.FILE,
-        )
-        per_cat[category] = metrics
-        timings[category] = {
-            k: float(v) for k, v in fit_info.items() if k.endswith("_s") and v is not None
-        } | t_eval
-        extras[category] = {k: v for k, v in fit_info.items() if not k.endswith("_s")} | extra
-        if manifest is not None:
-            extras[category]["labelled_anomalies"] = manifest
-        if calibration is not None:
-            extras[category]["calibration"] = calibration
-        log(
-            f"[{category}] "
-            + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None)
-        )
-    summary = _summary(per_cat)
-    protocols = {c: extras[c].get("protocol", PATCHCORE_PROTOCOL) for c in categories}
-    results = {
-        "method": method.name,
-        "protocol": (
-            next(iter(protocols.values())) if len(set(protocols.values())) == 1 else protocols
-        ),
-        "dataset": str(config.data.name),
-        "data_root": str(root),
-        "metrics": summary,
-        "timings": timings | {"total_s": time.perf_counter() - t_start},
-        "details": extras,
-        "backbone": provenance,
-        "config": config_to_dict(config),
-        "run": run_info(),
-    }
-    table = calibrated_table(extras)
-    if table:
-        results["calibrated"] = {"protocol": CALIBRATED_PROTOCOL, "metrics": table}
-    paper_keys = getattr(method, "paper_keys", None)
-    if paper_keys:  # the paper's table: a view of jad's keys, no new metrics
-        results["paper_view"] = {
-            cat: {name: row.get(key) for name, key in paper_keys.items()}
-            for cat, row in summary.items()
+    # one writer at a time (a second run on this workdir says who holds it and exits)
+    with workdir_lock(workdir, command or "train") if is_primary() else nullcontext():
+        if is_primary():
+            write_json(workdir / "config.json", config_to_dict(config))
+        per_cat: dict[str, dict[str, float | None]] = {}
+        timings: dict[str, dict[str, float]] = {}
+        extras: dict[str, Any] = {}
+        for category in categories:
+            manifest = anomaly_manifest(config, root, category)
+            if manifest is not None:
+                if is_primary():
+                    write_json(workdir / category / "labelled_anomalies.json", manifest)
+            state, fit_info, calibration = fit_or_restore(
+                method, config, root, category, workdir, progress=progress
+            )
+            hm_dir = (
+                workdir / category / "heatmaps"
+                if config.eval.get("num_heatmaps", -1) != 0
+                else None
+            )
+            metrics, t_eval, extra = evaluate_category(
+                method,
+                state,
+                config,
+                root,
+                category,
+                heatmap_dir=hm_dir,
+                progress=progress,
+                calibration=calibration,
+                report_path=workdir / category / report_data.FILE,
+            )
+            per_cat[category] = metrics
+            timings[category] = {
+                k: float(v) for k, v in fit_info.items() if k.endswith("_s") and v is not None
+            } | t_eval
+            extras[category] = {k: v for k, v in fit_info.items() if not k.endswith("_s")} | extra
+            if manifest is not None:
+                extras[category]["labelled_anomalies"] = manifest
+            if calibration is not None:
+                extras[category]["calibration"] = calibration
+            log(
+                f"[{category}] "
+                + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None)
+            )
+        summary = _summary(per_cat)
+        protocols = {c: extras[c].get("protocol", PATCHCORE_PROTOCOL) for c in categories}
+        results = {
+            "method": method.name,
+            "protocol": (
+                next(iter(protocols.values())) if len(set(protocols.values())) == 1 else protocols
+            ),
+            "dataset": str(config.data.name),
+            "data_root": str(root),
+            "metrics": summary,
+            "timings": timings | {"total_s": time.perf_counter() - t_start},
+            "details": extras,
+            "backbone": provenance,
+            "config": config_to_dict(config),
+            "run": run_info(),
         }
-    if is_primary():
-        write_json(workdir / "results.json", results)
-        _write_tables(workdir, summary)
-    return results
+        table = calibrated_table(extras)
+        if table:
+            results["calibrated"] = {"protocol": CALIBRATED_PROTOCOL, "metrics": table}
+        paper_keys = getattr(method, "paper_keys", None)
+        if paper_keys:  # the paper's table: a view of jad's keys, no new metrics
+            results["paper_view"] = {
+                cat: {name: row.get(key) for name, key in paper_keys.items()}
+                for cat, row in summary.items()
+            }
+        if is_primary():
+            write_json(workdir / "results.json", results)
+            _write_tables(workdir, summary)
+        return results
 
 
 def trained_categories(workdir: Path) -> list[str]:
@@ -751,39 +756,40 @@ def evaluate_workdir(
                 f"no checkpoint for category '{missing[0]}' in {workdir}; found: {', '.join(found)}"
             )
         found = categories
-    per_cat: dict[str, dict[str, float | None]] = {}
-    timings: dict[str, dict[str, float]] = {}
-    extras: dict[str, Any] = {}
-    method = None
-    for category in found:
-        state, meta = checkpoint.restore(workdir / category / "checkpoint")
-        config = ml_collections.ConfigDict(meta["config"])
-        if method is None or meta["fit_signature"] != fit_signature(method.config):
-            method = build_method(config)
-        root = dataset_root(config)
-        metrics, t_eval, extra = evaluate_category(
-            method,
-            state,
-            config,
-            root,
-            category,
-            heatmap_dir=None,
-            progress=progress,
-            calibration=meta.get("calibration"),
-            report_path=workdir / category / report_data.FILE,
-        )
-        per_cat[category] = metrics
-        timings[category] = t_eval
-        extras[category] = extra
-    summary = _summary(per_cat)
-    out = {"metrics": summary, "timings": timings, "run": run_info()}
-    table = calibrated_table(extras)
-    if table:
-        out["calibrated"] = {"protocol": CALIBRATED_PROTOCOL, "metrics": table}
-    if is_primary():
-        write_json(workdir / "eval_results.json", out)
-        _write_tables(workdir, summary, stem="eval_metrics")
-    return out
+    with workdir_lock(workdir, "evaluate") if is_primary() else nullcontext():
+        per_cat: dict[str, dict[str, float | None]] = {}
+        timings: dict[str, dict[str, float]] = {}
+        extras: dict[str, Any] = {}
+        method = None
+        for category in found:
+            state, meta = checkpoint.restore(workdir / category / "checkpoint")
+            config = ml_collections.ConfigDict(meta["config"])
+            if method is None or meta["fit_signature"] != fit_signature(method.config):
+                method = build_method(config)
+            root = dataset_root(config)
+            metrics, t_eval, extra = evaluate_category(
+                method,
+                state,
+                config,
+                root,
+                category,
+                heatmap_dir=None,
+                progress=progress,
+                calibration=meta.get("calibration"),
+                report_path=workdir / category / report_data.FILE,
+            )
+            per_cat[category] = metrics
+            timings[category] = t_eval
+            extras[category] = extra
+        summary = _summary(per_cat)
+        out = {"metrics": summary, "timings": timings, "run": run_info()}
+        table = calibrated_table(extras)
+        if table:
+            out["calibrated"] = {"protocol": CALIBRATED_PROTOCOL, "metrics": table}
+        if is_primary():
+            write_json(workdir / "eval_results.json", out)
+            _write_tables(workdir, summary, stem="eval_metrics")
+        return out
 
 
 def write_report(workdir: Path) -> Path | None:

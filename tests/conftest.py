@@ -60,3 +60,30 @@ def small_synthetic(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synthetic") / "data"
     return synthetic.generate(root, seed=0, image_size=96, n_train=6, n_test_good=3, n_per_defect=2)
+
+
+# Heaviest test modules first: with pytest-xdist (`-n auto`, `--dist=loadfile
+# --no-loadscope-reorder` in pyproject.toml) each module runs whole on one worker, and a worker
+# takes the next module as it frees up, so starting the long ones first keeps the workers'
+# finishing times close (longest-first). Weights: seconds per module of the whole suite on 2 cores
+# (approximate; only the order matters). Modules not listed keep their collection order, after.
+_WEIGHT = {
+    "test_multihost.py": 300,
+    "test_apc.py": 200,
+    "test_experiments.py": 180,
+    "test_proxycore.py": 150,
+    "test_pbas.py": 150,
+    "test_patchcore_e2e.py": 120,
+    "test_cli.py": 90,
+    "test_wheel.py": 80,
+    "test_report.py": 60,
+    "test_torch_apc.py": 60,
+    "test_convert.py": 50,
+    "test_sharded.py": 45,
+    "test_features.py": 40,
+    "test_bench_all.py": 40,
+}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: -_WEIGHT.get(item.path.name, 0))  # stable: modules stay whole

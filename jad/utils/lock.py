@@ -51,7 +51,7 @@ def workdir_lock(workdir: Path, what: str = "") -> Iterator[None]:
         record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "what": what or " ".join(os.path.basename(a) for a in sys.argv[:1]),
+            "what": what or os.path.basename(sys.argv[0] if sys.argv else ""),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         os.ftruncate(fd, 0)

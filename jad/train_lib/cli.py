@@ -108,7 +108,10 @@ def make_flags_parser(*, needs_config: bool) -> Callable[[list[str]], list[str]]
         try:
             return flags.FLAGS(argv)
         except flags.Error as e:
-            fail(str(e))
+            # a config file that raises while it is built: ml_collections puts the traceback in
+            # the flag error's text; its first line and the exception's (last) line are the fix
+            lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+            fail(lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}")
         except (AttributeError, KeyError) as e:
             msg = unknown_key_message(argv, config_path)
             fail(msg or f"bad --config override: {e}")

@@ -46,6 +46,11 @@ def test_unknown_top_level_key_and_missing_config_file():
     assert "--config" in one_error_line(run("jad.train"))
 
 
+def test_unknown_config_variant():
+    line = one_error_line(run("jad.train", "--config=configs/patchcore_synthetic.py:huge"))
+    assert "unknown config variant 'huge'" in line and "tiny" in line
+
+
 def test_bad_override_value():
     line = one_error_line(
         run("jad.train", "--config=configs/patchcore_synthetic.py", "--config.seed=abc")

@@ -196,6 +196,7 @@ def modules(hidden: int = 4096, out: int = 1024, precision=HIGHEST) -> tuple[Pro
     )
 
 
+@functools.partial(jax.jit, static_argnames=("dim", "hidden", "out", "num_proxies", "num_padded"))
 def init_params(
     key: jax.Array,
     dim: int,
@@ -209,7 +210,8 @@ def init_params(
 
     params: ``embedding`` / ``projection`` (ProxyMLP) and ``proxies`` [num_padded, out] float32:
     rows < num_proxies ~ U(-1/sqrt(out), 1/sqrt(out)) (the official overwrite, B2), pad rows 0
-    (masked out of the logits; they never move). batch_stats: the two BatchNorms.
+    (masked out of the logits; they never move). batch_stats: the two BatchNorms. Jitted: one
+    compile, where Flax's eager ``init`` compiles each initialiser per shape.
     """
     emb, proj = modules(hidden, out)
     ke, kp, kw = jax.random.split(key, 3)

@@ -132,10 +132,14 @@ class ResNet(nn.Module):
       num_classes: size of ``fc`` (only created when ``"logits"`` is requested).
       dtype: computation dtype (float32 or bfloat16); params and BN statistics stay float32.
       precision: ``jax.lax.Precision`` passed to every conv (tests use ``HIGHEST``).
+      blocks, planes: the stage depths and widths (torchvision's by default; ``resnet_tiny``
+        shrinks both).
     """
 
     width_per_group: int = 128
     num_classes: int = 1000
+    blocks: tuple[int, ...] = BLOCKS  # bottlenecks per stage (torchvision's [3, 4, 6, 3])
+    planes: tuple[int, ...] = PLANES  # stage planes; the stem has planes[0] channels
     dtype: Any = jnp.float32
     precision: Any = None
     remat: bool = False  # recompute each bottleneck's activations in the backward pass
@@ -172,7 +176,7 @@ class ResNet(nn.Module):
         out: dict[str, jax.Array] = {}
 
         x = x.astype(self.dtype)
-        x = _conv(64, 7, 2, 3, "conv1", self)(x)
+        x = _conv(self.planes[0], 7, 2, 3, "conv1", self)(x)
         x = nn.relu(BatchNorm2d(dtype=self.dtype, name="bn1")(x, train))
         if PREPOOL in stages:
             out[PREPOOL] = x
@@ -182,7 +186,7 @@ class ResNet(nn.Module):
         if deepest == 0:
             return out
         block = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
-        for li, (nblocks, planes) in enumerate(zip(BLOCKS, PLANES, strict=True)):
+        for li, (nblocks, planes) in enumerate(zip(self.blocks, self.planes, strict=True)):
             width = planes * self.width_per_group // 64
             for b in range(nblocks):
                 x = block(
@@ -261,7 +265,17 @@ def resnet50(**kw: Any) -> ResNet:
     return ResNet(width_per_group=64, **kw)
 
 
-ARCHS = {"wide_resnet50_2": wide_resnet50_2, "resnet50": resnet50}
+def resnet_tiny(**kw: Any) -> ResNet:
+    """A ResNet of the same structure, one bottleneck per stage and 1/8 of the widths (stem 8,
+    layer1..4: 32, 64, 128, 256 channels; 0.13M parameters
+    without ``fc``). No torchvision counterpart and no
+    converter: random weights only. For tests and smoke runs of the pipeline (every stage, name
+    and shape rule of the ResNet-50 family, at a small fraction of its compile and run time),
+    never for anomaly detection."""
+    return ResNet(width_per_group=64, blocks=(1, 1, 1, 1), planes=(8, 16, 32, 64), **kw)
+
+
+ARCHS = {"wide_resnet50_2": wide_resnet50_2, "resnet50": resnet50, "resnet_tiny": resnet_tiny}
 
 
 def stage_hw(image_hw: tuple[int, int], stage: str) -> tuple[int, int]:

@@ -159,6 +159,7 @@ def test_presets_cover_every_benchmark():
         assert set(preset) == set(suite.ORDER)
 
 
+@pytest.mark.slow  # runs benchmarks end to end
 def test_all_smoke_cheap_subset(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = benchmark.main(["all", "--size=smoke", "--only=metrics,kernels", f"--out={out}"])

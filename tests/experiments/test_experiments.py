@@ -31,14 +31,15 @@ SCRIPTS = sorted(
 )
 
 # The smallest runs that still go through every stage of a script: 1 category, 64 px, a random
-# ResNet-50 (the cheapest arch with WRN50's stage shapes), one epoch / one step, no heatmaps, no
-# TensorBoard, no calibration holdout. (jad's own behaviour is tested in tests/methods.)
+# resnet_tiny (the tiny configs' backbone: WRN50's stage structure at 1/8 of the widths), 64-d
+# features, one epoch / one step, no heatmaps, no TensorBoard, no calibration holdout. (jad's own
+# behaviour is tested in tests/methods.)
 TINY = [
     "--config.data.resize=64",
     "--config.data.crop=64",
     "--config.data.batch_size=16",  # the 9 test images in one batch: one compiled shape
     "--config.data.use_tfds=False",
-    "--config.backbone.arch=resnet50",
+    "--config.backbone.arch=resnet_tiny",
     "--config.eval.num_heatmaps=0",
     "--config.calibration.holdout=0",
 ]
@@ -47,9 +48,15 @@ TRAINER = ["--config.train.tensorboard=False", "--config.train.num_tb_heatmaps=0
 # config files differ (mask path, per-category resize, temperature) are set alike, so the first
 # script trains and the others restore it from the same workdir and evaluate (jad.train's rerun).
 TINY_METHOD = {
-    "patchcore": [],
+    "patchcore": [
+        "--config.patchcore.pretrain_embed_dim=64",
+        "--config.patchcore.target_embed_dim=64",
+    ],
     "pbas": [
         *TRAINER,
+        "--config.pbas.pretrain_embed_dim=64",
+        "--config.pbas.target_embed_dim=64",
+        "--config.pbas.dsc_hidden=32",
         "--config.train.epochs=1",
         "--config.train.batch_size=4",
         "--config.data.mask_mode=nearest",
@@ -60,12 +67,17 @@ TINY_METHOD = {
         "--config.train.epochs=1",
         "--config.train.batch_size=128",
         "--config.proxycore.hidden=64",
+        "--config.proxycore.out=64",
+        "--config.proxycore.pretrain_embed_dim=64",
+        "--config.proxycore.target_embed_dim=64",
         "--config.proxycore.temperature=0.1",
     ],
     "apc": [
         *TRAINER,
         "--config.data.labelled_anomalies=2",
         "--config.apc.decoder_width=0.25",
+        "--config.patchcore.pretrain_embed_dim=64",
+        "--config.patchcore.target_embed_dim=64",
         "--config.apc.train_from=layer4",  # the smallest backward pass: ~30 % less compile time
         "--config.apc.anomalous_batch=2",
         "--config.apc.warmup_steps=1",

@@ -1,5 +1,5 @@
 """AnomalousPatchCore: losses vs numpy, frozen stages / BatchNorm, augmentation, exact resume, and
-APC vs PatchCore on the identical reduced test set (small hard synthetic set, ResNet-50, 64 px)."""
+APC vs PatchCore on the identical reduced test set (small hard synthetic set, the tiny config)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from jadtest import tiny_config
 
-from jad.config_base import patchcore as patchcore_config
 from jad.methods import apc
 from jad.train_lib import checkpoint, runner
 from jad.train_lib import parallel as parallel_lib
@@ -28,7 +27,7 @@ def hard_small(tmp_path_factory):
 
 
 def small_config(root, **overrides):
-    """APC's tiny config on category 'disc': ResNet-50, 64 px, 6 steps, 4 labelled anomalies."""
+    """APC's tiny config on category 'disc': resnet_tiny, 64 px, 6 steps, 4 labelled anomalies."""
     return tiny_config("apc", root, **{"data.categories": "disc", **overrides})
 
 
@@ -145,14 +144,18 @@ def test_apc_and_patchcore_are_scored_on_the_same_reduced_test_set(hard_small, t
     assert d["steps"] == 6 and d["protocol"].startswith("last step")
     assert set(res["paper_view"]["disc"]) == {"AUROC_im", "F1_im", "AUROC_px", "F1_px"}
     assert res["paper_view"]["disc"]["AUROC_im"] == res["metrics"]["disc"]["image_auroc"]
-    pc = patchcore_config("synthetic")
-    pc.data.root = config.data.root
-    pc.data.resize = pc.data.crop = 64
-    pc.data.use_tfds = False
-    pc.data.categories = "disc"
-    pc.data.labelled_anomalies = 4
-    pc.backbone.arch = "resnet50"
-    pc.eval.num_heatmaps = 0
+    pc = tiny_config(
+        "patchcore",
+        config.data.root,
+        **{
+            "data.resize": 64,
+            "data.crop": 64,
+            "data.categories": "disc",
+            "data.labelled_anomalies": 4,
+            "eval.num_heatmaps": 0,
+        },
+    )
+    assert pc.backbone.arch == config.backbone.arch
     res_pc = runner.train_and_evaluate(pc, tmp_path / "pc", progress=False)
     scored_apc = set(d["image_scores"])
     assert scored_apc == set(res_pc["details"]["disc"]["image_scores"])

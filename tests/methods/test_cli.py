@@ -76,7 +76,7 @@ def test_missing_weights(tmp_path, small_synthetic):
     line = one_error_line(
         run(
             "jad.train",
-            "--config=configs/patchcore_synthetic.py",
+            "--config=configs/patchcore_synthetic.py:tiny",
             f"--workdir={tmp_path / 'w'}",
             f"--config.data.root={small_synthetic}",
             f"--config.backbone.weights={tmp_path / 'no_weights'}",
@@ -156,7 +156,11 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
 
 @pytest.mark.slow
 def test_unknown_category_and_bad_mask_mode(tmp_path, small_synthetic):
-    base = ["jad.train", "--config=configs/patchcore_synthetic.py", f"--workdir={tmp_path / 'w'}"]
+    base = [
+        "jad.train",
+        "--config=configs/patchcore_synthetic.py:tiny",
+        f"--workdir={tmp_path / 'w'}",
+    ]
     line = one_error_line(
         run(*base, f"--config.data.root={small_synthetic}", "--config.data.categories=nope")
     )

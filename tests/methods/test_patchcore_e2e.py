@@ -236,6 +236,7 @@ def test_export_cli(trained, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow  # a CLI subprocess end to end
 def test_serving_cli_writes_what_predict_writes_on_raw_images(trained, tmp_path):
     """``python -m jad.serving detector.jax IMAGES --out=DIR`` on raw files of other sizes: the
     same predictions (scores within the export tolerance, same decisions), predicted masks and

@@ -136,7 +136,8 @@ def test_feature_cache_on_disk_is_reused(small_synthetic, tmp_path):
     cached = list((tmp_path / "w" / "weave" / "feature_cache").glob("*.npy"))
     assert len(cached) == 1
     feats = np.load(cached[0], mmap_mode="r")
-    assert feats.shape == (5, 64, 1536)  # 6 train images - 1 held out for calibration
+    # 6 train images - 1 held out for calibration; 8 x 8 patches
+    assert feats.shape == (5, 64, config.pbas.pretrain_embed_dim)
     # a second run with the same features (another training length) reuses the file
     import shutil
 
@@ -198,16 +199,10 @@ def _train_cmd(root, workdir):
         sys.executable,
         "-m",
         "jad.train",
-        "--config=configs/pbas_synthetic.py",
+        "--config=configs/pbas_synthetic.py:tiny",
         f"--workdir={workdir}",
         f"--config.data.root={root}",
-        "--config.data.resize=64",
-        "--config.data.crop=64",
-        "--config.data.batch_size=4",
-        "--config.data.use_tfds=False",
         "--config.data.categories=disc",
-        "--config.train.epochs=4",
-        "--config.train.batch_size=2",
         "--config.train.checkpoint_every=1",
         "--config.train.eval_every=2",
         "--config.eval.num_heatmaps=0",

@@ -68,6 +68,7 @@ def _step_grads(params, stats, centres, feats):
     return pbas.loss_and_grads(params, stats, centres, feats, jnp.ones(feats.shape[0]))
 
 
+@pytest.mark.slow  # fast tier: the init and centre golden tests stay
 def test_three_steps_losses_gradients_parameters_and_predictions(
     golden, heads, make_inputs, golden_dir
 ):

@@ -57,6 +57,7 @@ def test_golden_weights_keys_match_layout(make_inputs):
     assert ref == [(k, s) for k, (s, _) in torch_layout("wide_resnet50_2").items()]
 
 
+@pytest.mark.slow  # full-size WRN50-2 / ResNet-50 files
 def test_pth_and_safetensors_give_same_variables(wrn_converted, wrn_files, wrn_sd):
     """Session conversion of the .pth (through Orbax) == the .safetensors read and mapped."""
     meta = json.loads((wrn_converted / "metadata.json").read_text())
@@ -231,6 +232,7 @@ def test_cli_subprocess_exit_code(tmp_path):
     assert len(lines) == 1 and "could not read" in lines[0], r.stderr
 
 
+@pytest.mark.slow  # full-size WRN50-2 / ResNet-50 files
 def test_moco_v3_checkpoint_converts_its_base_encoder(tmp_path, r50_sd):
     """A MoCo v3 ``r-50-*ep.pth.tar``: ``state_dict`` with ``module.base_encoder.`` (+ a projection
     MLP as ``fc.*``), ``module.momentum_encoder.`` and ``module.predictor.`` keys."""

@@ -159,6 +159,7 @@ def test_feature_grid():
     assert feature_grid((320, 256), ("layer3", "layer2")) == (20, 16)
 
 
+@pytest.mark.slow  # compiles WRN50-2 twice
 def test_make_feature_fn_matches_jit_and_caches():
     sd = random_state_dict("resnet50", seed=11)
     variables, _ = convert.torch_to_flax(sd, "resnet50")

@@ -69,7 +69,8 @@ def test_pbas_golden(golden_dir, make_inputs, golden_sd, module):
 
 
 @pytest.mark.parametrize(
-    "kind,size,deepest", [("patchcore", 224, "layer3"), ("pbas", 288, "layer4")]
+    "kind,size,deepest",
+    [("patchcore", 224, "layer3"), pytest.param("pbas", 288, "layer4", marks=pytest.mark.slow)],
 )
 def test_replay_load_bn_update(golden_dir, golden_sd, module, kind, size, deepest):
     _, stats = _after_load(golden_dir, golden_sd, kind)

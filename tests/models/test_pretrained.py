@@ -23,6 +23,7 @@ def test_random_is_loud(caplog):
     assert weights_info("random", "resnet50")["random"] is True
 
 
+@pytest.mark.slow  # converts WRN50-2 weights
 def test_bare_name_and_none_resolve_under_env(wrn_converted, monkeypatch):
     monkeypatch.setenv("JAD_WEIGHTS_DIR", str(wrn_converted.parent))
     module, variables = load_backbone(wrn_converted.name)
@@ -40,6 +41,7 @@ def test_bare_name_and_none_resolve_under_env(wrn_converted, monkeypatch):
     )
 
 
+@pytest.mark.slow  # converts WRN50-2 weights
 def test_empty_weights_means_env_default_everywhere(wrn_converted, monkeypatch, tmp_path):
     """backbone.weights="" is one rule for the method and the provenance: $JAD_WEIGHTS_DIR/<arch>,
     never the current directory."""
@@ -72,6 +74,7 @@ def test_missing_env_and_missing_folder(monkeypatch, tmp_path):
         load_backbone(tmp_path / "nowhere", "resnet50")
 
 
+@pytest.mark.slow  # converts WRN50-2 weights
 def test_arch_mismatch_and_bad_metadata(wrn_converted, tmp_path):
     with pytest.raises(
         WeightsMismatchError, match="holds wide_resnet50_2 weights but arch is resnet50"
@@ -86,6 +89,7 @@ def test_arch_mismatch_and_bad_metadata(wrn_converted, tmp_path):
         load_backbone(broken)
 
 
+@pytest.mark.slow  # converts WRN50-2 weights
 def test_mis_shaped_checkpoint_is_caught(wrn_converted, tmp_path):
     """A folder whose metadata claims resnet50 but holds WRN arrays: shapes are checked."""
     fake = tmp_path / "fake"

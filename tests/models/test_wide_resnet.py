@@ -97,6 +97,7 @@ def test_stops_after_deepest_stage():
         ARCHS["resnet50"]().apply(variables, _image(64, 64), stages=("layer5",))
 
 
+@pytest.mark.slow  # fast tier: the eval-mode torch parity stays
 def test_bf16_close_to_fp32(wrn):
     module, variables = wrn
     bf16 = ARCHS["wide_resnet50_2"](dtype=jnp.bfloat16)
@@ -111,6 +112,7 @@ def test_bf16_close_to_fp32(wrn):
         assert rel <= 5e-2, (s, rel)
 
 
+@pytest.mark.slow  # fast tier: the eval-mode torch parity stays
 def test_train_mode_bn_matches_torch_train():
     """Train mode: outputs use batch statistics; running_var moves with the UNBIASED variance."""
     sd = random_state_dict("resnet50", seed=8)
@@ -157,3 +159,20 @@ def test_init_variables_tree_and_distributions():
     assert not np.array_equal(
         k, np.asarray(init_variables(module, seed=1)["params"]["layer3_0"]["conv2"]["kernel"])
     )
+
+
+def test_resnet_tiny_keeps_the_stage_structure():
+    """The tiny configs' backbone: every stage and shape rule of the ResNet-50 family (stage_hw),
+    1/8 of the widths, one bottleneck per stage, random weights only."""
+    from jad.models.pretrained import load_backbone
+    from jad.models.wide_resnet import PREPOOL, stage_hw
+
+    module, variables = load_backbone("random", "resnet_tiny")
+    stages = (PREPOOL, "stem", "layer1", "layer2", "layer3", "layer4")
+    out = module.apply(variables, _image(64, 48), stages=stages)
+    channels = {PREPOOL: 8, "stem": 8, "layer1": 32, "layer2": 64, "layer3": 128, "layer4": 256}
+    for s in stages:
+        assert out[s].shape == (1, *stage_hw((64, 48), s), channels[s]), s
+    assert {k for k in variables["params"] if k.startswith("layer")} == {
+        f"layer{i}_0" for i in range(1, 5)
+    }

@@ -35,7 +35,15 @@ def test_knn_sharded_equals_single(mesh, n, k):
         assert np.asarray(i8)[0, :2].tolist() == [1, n // 2]
 
 
-@pytest.mark.parametrize("n", [216, 432, 1000, 5000])
+@pytest.mark.parametrize(
+    "n",  # the fast tier keeps 1000 (several blocks and shards, padding); all in the whole suite
+    [
+        pytest.param(216, marks=pytest.mark.slow),
+        pytest.param(432, marks=pytest.mark.slow),
+        1000,
+        pytest.param(5000, marks=pytest.mark.slow),
+    ],
+)
 def test_knn_bit_identical_on_1_2_4_8_devices(n):
     """The portability bug: XLA:CPU matmul rounding depends on the block's row count, so a
     sharded search whose blocks were sized by the shard (27 rows of 216 on 8 devices, 54 on 4)

@@ -85,12 +85,14 @@ def test_eight_devices_jit_equals_one_device(setup, one_device):
     _assert_close_runs(_run(trainer, state, batches, dp), one_device)
 
 
+@pytest.mark.slow  # fast tier: tests/methods/test_proxycore.py's pmap test stays
 def test_pmap_equals_jit(setup, one_device):
     trainer, state, batches = setup
     dp = DataParallel(trainer.train_step, mesh=data_mesh(), mode="pmap")
     _assert_close_runs(_run(trainer, state, batches, dp), one_device)
 
 
+@pytest.mark.slow  # fast tier: jit vs 1 device and pmap stay
 def test_step_one_gradients_pmap_vs_global(setup):
     trainer, state, batches = setup
     b = batches[2]  # the uneven one: padding must not leak into the statistics

@@ -633,6 +633,55 @@ def preflight(config, command: str = "python -m jad.train --config=<config file>
         )
 
 
+def _evaluate_in_workdir(
+    method,
+    state,
+    config,
+    root,
+    category: str,
+    workdir: Path,
+    *,
+    heatmaps: bool,
+    calibration: dict[str, Any] | None,
+    progress: bool,
+) -> tuple[dict[str, float | None], dict[str, float], dict[str, Any]]:
+    """:func:`evaluate_category` with the workdir's layout: heat maps (``heatmaps`` and
+    ``eval.num_heatmaps`` != 0) under ``<category>/heatmaps``, the report's data beside them."""
+    hm_dir = (
+        workdir / category / "heatmaps"
+        if heatmaps and config.eval.get("num_heatmaps", -1) != 0
+        else None
+    )
+    return evaluate_category(
+        method, state, config, root, category,
+        heatmap_dir=hm_dir, progress=progress, calibration=calibration,
+        report_path=workdir / category / report_data.FILE,
+    )  # fmt: skip
+
+
+def _write_results(
+    workdir: Path,
+    results: dict[str, Any],
+    extras: dict[str, Any],
+    summary: dict[str, Any],
+    name: str,
+    stem: str,
+    *,
+    paper_view: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``results`` + the calibrated table (+ ``paper_view``), written by process 0 to
+    ``<workdir>/<name>`` and the ``<stem>`` metric tables; returns it."""
+    table = calibrated_table(extras)
+    if table:
+        results["calibrated"] = {"protocol": CALIBRATED_PROTOCOL, "metrics": table}
+    if paper_view is not None:
+        results["paper_view"] = paper_view
+    if is_primary():
+        write_json(workdir / name, results)
+        _write_tables(workdir, summary, stem=stem)
+    return results
+
+
 def train_and_evaluate(
     config, workdir: Path, *, progress: bool = True, command: str | None = None
 ) -> dict[str, Any]:
@@ -666,22 +715,10 @@ def train_and_evaluate(
             state, fit_info, calibration = fit_or_restore(
                 method, config, root, category, workdir, progress=progress
             )
-            hm_dir = (
-                workdir / category / "heatmaps"
-                if config.eval.get("num_heatmaps", -1) != 0
-                else None
-            )
-            metrics, t_eval, extra = evaluate_category(
-                method,
-                state,
-                config,
-                root,
-                category,
-                heatmap_dir=hm_dir,
-                progress=progress,
-                calibration=calibration,
-                report_path=workdir / category / report_data.FILE,
-            )
+            metrics, t_eval, extra = _evaluate_in_workdir(
+                method, state, config, root, category, workdir,
+                heatmaps=True, calibration=calibration, progress=progress,
+            )  # fmt: skip
             per_cat[category] = metrics
             timings[category] = {
                 k: float(v) for k, v in fit_info.items() if k.endswith("_s") and v is not None
@@ -711,19 +748,18 @@ def train_and_evaluate(
             "config": config_to_dict(config),
             "run": run_info(),
         }
-        table = calibrated_table(extras)
-        if table:
-            results["calibrated"] = {"protocol": CALIBRATED_PROTOCOL, "metrics": table}
         paper_keys = getattr(method, "paper_keys", None)
-        if paper_keys:  # the paper's table: a view of jad's keys, no new metrics
-            results["paper_view"] = {
+        paper_view = (  # the paper's table: a view of jad's keys, no new metrics
+            {
                 cat: {name: row.get(key) for name, key in paper_keys.items()}
                 for cat, row in summary.items()
             }
-        if is_primary():
-            write_json(workdir / "results.json", results)
-            _write_tables(workdir, summary)
-        return results
+            if paper_keys
+            else None
+        )
+        return _write_results(
+            workdir, results, extras, summary, "results.json", "metrics", paper_view=paper_view
+        )
 
 
 def trained_categories(workdir: Path) -> list[str]:
@@ -767,29 +803,16 @@ def evaluate_workdir(
             if method is None or meta["fit_signature"] != fit_signature(method.config):
                 method = build_method(config)
             root = dataset_root(config)
-            metrics, t_eval, extra = evaluate_category(
-                method,
-                state,
-                config,
-                root,
-                category,
-                heatmap_dir=None,
-                progress=progress,
-                calibration=meta.get("calibration"),
-                report_path=workdir / category / report_data.FILE,
-            )
+            metrics, t_eval, extra = _evaluate_in_workdir(
+                method, state, config, root, category, workdir,
+                heatmaps=False, calibration=meta.get("calibration"), progress=progress,
+            )  # fmt: skip
             per_cat[category] = metrics
             timings[category] = t_eval
             extras[category] = extra
         summary = _summary(per_cat)
         out = {"metrics": summary, "timings": timings, "run": run_info()}
-        table = calibrated_table(extras)
-        if table:
-            out["calibrated"] = {"protocol": CALIBRATED_PROTOCOL, "metrics": table}
-        if is_primary():
-            write_json(workdir / "eval_results.json", out)
-            _write_tables(workdir, summary, stem="eval_metrics")
-        return out
+        return _write_results(workdir, out, extras, summary, "eval_results.json", "eval_metrics")
 
 
 def write_report(workdir: Path) -> Path | None:

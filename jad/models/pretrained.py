@@ -59,8 +59,14 @@ def resolve_weights_dir(path_or_name: str | os.PathLike | None, arch: str) -> Pa
     """Explicit folder path as is; a bare name, or None / "" (-> ``arch``), under ``$JAD_WEIGHTS_DIR``.
 
     This is the one place that interprets ``backbone.weights`` (``load_backbone`` and
-    ``weights_info`` both call it): an empty value never means the current directory.
+    ``weights_info`` both call it): an empty value never means the current directory. An arch
+    without converted weights (``resnet_tiny``) is refused here in one line.
     """
+    if arch not in _EXAMPLE_SRC:
+        raise WeightsMismatchError(
+            f"arch {arch!r} has no converted weights (random init only): set "
+            f"backbone.weights=random, or use one of {', '.join(sorted(_EXAMPLE_SRC))}"
+        )
     if path_or_name is not None and str(path_or_name).strip() == "":
         path_or_name = None
     if path_or_name is not None:

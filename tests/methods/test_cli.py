@@ -76,7 +76,7 @@ def test_missing_weights(tmp_path, small_synthetic):
     line = one_error_line(
         run(
             "jad.train",
-            "--config=configs/patchcore_synthetic.py:tiny",
+            "--config=configs/patchcore_synthetic.py",  # WRN50-2: an arch with converted weights
             f"--workdir={tmp_path / 'w'}",
             f"--config.data.root={small_synthetic}",
             f"--config.backbone.weights={tmp_path / 'no_weights'}",
@@ -152,6 +152,21 @@ def test_train_evaluate_predict_cli(tmp_path, small_synthetic):
     assert Image.open(pred["predictions"][0]["heatmap"]).size[1] == 96 + 16
     p = run("jad.predict", f"--workdir={w}", f"--images={tmp_path / 'nothing_here'}")
     assert "no images found" in one_error_line(p)
+
+
+@pytest.mark.slow
+def test_random_only_arch_with_weights_is_one_error_line(tmp_path, small_synthetic):
+    line = one_error_line(
+        run(
+            "jad.train",
+            "--config=configs/patchcore_synthetic.py:tiny",
+            f"--workdir={tmp_path / 'w'}",
+            f"--config.data.root={small_synthetic}",
+            "--config.backbone.weights=some_weights",
+        )
+    )
+    assert "'resnet_tiny' has no converted weights" in line and "backbone.weights=random" in line
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.slow

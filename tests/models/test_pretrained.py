@@ -23,6 +23,21 @@ def test_random_is_loud(caplog):
     assert weights_info("random", "resnet50")["random"] is True
 
 
+def test_random_only_arch_refuses_a_weights_folder(tmp_path, monkeypatch):
+    """resnet_tiny (the tiny configs' backbone) has no converted weights: a folder, a bare name
+    or None is one clear error, with or without $JAD_WEIGHTS_DIR."""
+    for env in (None, str(tmp_path)):
+        if env is None:
+            monkeypatch.delenv("JAD_WEIGHTS_DIR", raising=False)
+        else:
+            monkeypatch.setenv("JAD_WEIGHTS_DIR", env)
+        for weights in (str(tmp_path), "some_name", None):
+            for call in (load_backbone, weights_info):
+                with pytest.raises(WeightsMismatchError, match="has no converted weights"):
+                    call(weights, "resnet_tiny")
+    assert weights_info("random", "resnet_tiny")["random"] is True
+
+
 @pytest.mark.slow  # converts WRN50-2 weights
 def test_bare_name_and_none_resolve_under_env(wrn_converted, monkeypatch):
     monkeypatch.setenv("JAD_WEIGHTS_DIR", str(wrn_converted.parent))

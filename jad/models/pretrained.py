@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jad.models.convert import METADATA_FORMAT
+from jad.models.convert import ARCH_WIDTH, METADATA_FORMAT
 from jad.models.wide_resnet import ARCHS, ResNet, init_variables
 from jad.utils.errors import UserError
 
@@ -62,10 +62,10 @@ def resolve_weights_dir(path_or_name: str | os.PathLike | None, arch: str) -> Pa
     ``weights_info`` both call it): an empty value never means the current directory. An arch
     without converted weights (``resnet_tiny``) is refused here in one line.
     """
-    if arch not in _EXAMPLE_SRC:
+    if arch not in ARCH_WIDTH:  # the archs jad.convert converts
         raise WeightsMismatchError(
             f"arch {arch!r} has no converted weights (random init only): set "
-            f"backbone.weights=random, or use one of {', '.join(sorted(_EXAMPLE_SRC))}"
+            f"backbone.weights=random, or use one of {', '.join(sorted(ARCH_WIDTH))}"
         )
     if path_or_name is not None and str(path_or_name).strip() == "":
         path_or_name = None

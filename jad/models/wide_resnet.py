@@ -267,11 +267,10 @@ def resnet50(**kw: Any) -> ResNet:
 
 def resnet_tiny(**kw: Any) -> ResNet:
     """A ResNet of the same structure, one bottleneck per stage and 1/8 of the widths (stem 8,
-    layer1..4: 32, 64, 128, 256 channels; 0.13M parameters
-    without ``fc``). No torchvision counterpart and no
-    converter: random weights only. For tests and smoke runs of the pipeline (every stage, name
-    and shape rule of the ResNet-50 family, at a small fraction of its compile and run time),
-    never for anomaly detection."""
+    layer1..4: 32, 64, 128, 256 channels; 0.13M parameters without ``fc``). No torchvision
+    counterpart and no converter: random weights only. For tests and smoke runs of the pipeline
+    (every stage, name and shape rule of the ResNet-50 family, at a small fraction of its compile
+    and run time), never for anomaly detection."""
     return ResNet(width_per_group=64, blocks=(1, 1, 1, 1), planes=(8, 16, 32, 64), **kw)
 
 

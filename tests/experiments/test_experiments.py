@@ -30,33 +30,49 @@ SCRIPTS = sorted(
     p.stem for p in EXPERIMENTS.glob("*.py") if "\nTABLE = " in p.read_text() and p.stem != "common"
 )
 
-# The smallest runs that still go through every stage of a script: 1 category, 64 px, a random
-# resnet_tiny (the tiny configs' backbone: WRN50's stage structure at 1/8 of the widths), 64-d
-# features, one epoch / one step, no heatmaps, no TensorBoard, no calibration holdout. (jad's own
-# behaviour is tested in tests/methods.)
+# The smallest runs that still go through every stage of a script: 1 category, 64 px, the tiny
+# configs' random resnet_tiny and feature / head sizes (tiny_model), one epoch / one step, no
+# heatmaps, no TensorBoard, no calibration holdout. (jad's own behaviour is tested in
+# tests/methods.)
 TINY = [
     "--config.data.resize=64",
     "--config.data.crop=64",
     "--config.data.batch_size=16",  # the 9 test images in one batch: one compiled shape
     "--config.data.use_tfds=False",
-    "--config.backbone.arch=resnet_tiny",
     "--config.eval.num_heatmaps=0",
     "--config.calibration.holdout=0",
 ]
+_TINY_MODEL_KEYS = {  # besides backbone.arch and <section>.{pretrain,target}_embed_dim
+    "pbas": ["pbas.dsc_hidden"],
+    "proxycore": ["proxycore.hidden", "proxycore.out"],
+}
+
+
+def tiny_model(method: str) -> list[str]:
+    """The backbone and feature / head sizes of ``method``'s tiny config
+    (``jad.config_base.tiny``) as flags over a script's own config."""
+    from jad import config_base
+
+    c = config_base.tiny(getattr(config_base, method)())
+    section = "patchcore" if method == "apc" else method
+    keys = ["backbone.arch", f"{section}.pretrain_embed_dim", f"{section}.target_embed_dim"]
+    flags = []
+    for key in keys + _TINY_MODEL_KEYS.get(method, []):
+        value = c
+        for part in key.split("."):
+            value = value[part]
+        flags.append(f"--config.{key}={value}")
+    return flags
+
+
 TRAINER = ["--config.train.tensorboard=False", "--config.train.num_tb_heatmaps=0"]
 # Per method; the scripts of one method then share one fitted model: the values in which their
 # config files differ (mask path, per-category resize, temperature) are set alike, so the first
 # script trains and the others restore it from the same workdir and evaluate (jad.train's rerun).
 TINY_METHOD = {
-    "patchcore": [
-        "--config.patchcore.pretrain_embed_dim=64",
-        "--config.patchcore.target_embed_dim=64",
-    ],
+    "patchcore": [],
     "pbas": [
         *TRAINER,
-        "--config.pbas.pretrain_embed_dim=64",
-        "--config.pbas.target_embed_dim=64",
-        "--config.pbas.dsc_hidden=32",
         "--config.train.epochs=1",
         "--config.train.batch_size=4",
         "--config.data.mask_mode=nearest",
@@ -66,18 +82,12 @@ TINY_METHOD = {
         *TRAINER,
         "--config.train.epochs=1",
         "--config.train.batch_size=128",
-        "--config.proxycore.hidden=64",
-        "--config.proxycore.out=64",
-        "--config.proxycore.pretrain_embed_dim=64",
-        "--config.proxycore.target_embed_dim=64",
         "--config.proxycore.temperature=0.1",
     ],
     "apc": [
         *TRAINER,
         "--config.data.labelled_anomalies=2",
         "--config.apc.decoder_width=0.25",
-        "--config.patchcore.pretrain_embed_dim=64",
-        "--config.patchcore.target_embed_dim=64",
         "--config.apc.train_from=layer4",  # the smallest backward pass: ~30 % less compile time
         "--config.apc.anomalous_batch=2",
         "--config.apc.warmup_steps=1",
@@ -136,6 +146,7 @@ def check_script(table, workdir, data_root, capsys, *, restored):
         "--quiet",
         *TINY,
         *TINY_METHOD[table.method],
+        *tiny_model(table.method),
     ]
     model = workdir / "run" / "disc" / "checkpoint"
     before = _mtimes(model)
